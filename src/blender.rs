@@ -1,0 +1,636 @@
+//! Blender as a long-lived child process.
+//!
+//! A [`Worker`] is one Blender in background mode running `assets/worker.py`.
+//! It loads a .blend once and then renders frame after frame on command, so
+//! Blender's start-up and the scene load are paid once per file, not once per
+//! frame. Commands and answers travel over a private loopback TCP connection
+//! (one JSON object per line), so nothing Blender prints can be mistaken for an
+//! answer; Blender's stdout and stderr are read separately for progress and for
+//! the last log lines an error report carries.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
+use tokio::net::TcpListener;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::{Child, Command};
+
+use crate::wire::Overrides;
+
+/// The worker script, embedded so the binary is all a node needs.
+pub const WORKER_SCRIPT: &str = include_str!("../assets/worker.py");
+
+/// Environment variable naming the Blender executable.
+pub const BLENDER_ENV: &str = "HERD_BLENDER";
+
+/// How many of Blender's last output lines are kept for error reports.
+const LOG_TAIL_LINES: usize = 30;
+
+/// How long Blender may take to start and connect back.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Errors from running Blender.
+#[derive(Debug, thiserror::Error)]
+pub enum BlenderError {
+    /// No Blender executable could be found.
+    #[error(
+        "Blender not found{where_}: install it (apt-get install blender) or pass --blender PATH or set HERD_BLENDER"
+    )]
+    NotFound {
+        /// Where it was looked for, e.g. " at /opt/blender".
+        where_: String,
+    },
+    /// Blender could not be started.
+    #[error("cannot start Blender at {path}: {source}")]
+    Spawn {
+        /// The executable.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Blender reported an error for a command; the message is Blender's own.
+    #[error("{0}")]
+    Blender(String),
+    /// Blender exited while working.
+    #[error("Blender exited unexpectedly ({status}){}", tail_text(.log_tail))]
+    Exited {
+        /// Exit status as text, e.g. "signal 9".
+        status: String,
+        /// Blender's last output lines.
+        log_tail: Vec<String>,
+    },
+    /// Blender printed nothing for too long and was killed.
+    #[error("Blender printed nothing for {secs} s and was killed (--frame-timeout){}", tail_text(.log_tail))]
+    Hung {
+        /// The timeout that ran out.
+        secs: u64,
+        /// Blender's last output lines.
+        log_tail: Vec<String>,
+    },
+    /// The command was cancelled and Blender was stopped.
+    #[error("cancelled")]
+    Cancelled,
+    /// The private channel to the worker failed.
+    #[error("lost the connection to Blender's worker script: {0}")]
+    Channel(String),
+}
+
+fn tail_text(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; Blender's last lines:\n{}", lines.join("\n"))
+    }
+}
+
+/// Finds the Blender executable: `explicit` (from `--blender`), else
+/// `HERD_BLENDER`, else `blender` on `PATH`, else the usual install places.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, BlenderError> {
+    let given = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(BLENDER_ENV).map(PathBuf::from));
+    if let Some(path) = given {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(BlenderError::NotFound {
+                where_: format!(" at {}", path.display()),
+            })
+        };
+    }
+    let name = if cfg!(windows) {
+        "blender.exe"
+    } else {
+        "blender"
+    };
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name));
+    let usual = [
+        "/usr/bin/blender",
+        "/usr/local/bin/blender",
+        "/snap/bin/blender",
+        "/Applications/Blender.app/Contents/MacOS/Blender",
+    ]
+    .into_iter()
+    .map(PathBuf::from);
+    on_path
+        .chain(usual)
+        .find(|path| path.is_file())
+        .ok_or(BlenderError::NotFound {
+            where_: " on PATH".into(),
+        })
+}
+
+/// Asks Blender for its version, e.g. `3.4.1`.
+pub async fn version(path: &Path) -> Result<String, BlenderError> {
+    let output = Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|source| BlenderError::Spawn {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("Blender "))
+        .map(|version| version.trim().to_string())
+        .ok_or_else(|| {
+            BlenderError::Blender(format!(
+                "{} --version did not print a Blender version (exit {})",
+                path.display(),
+                output.status
+            ))
+        })
+}
+
+/// How to run Blender.
+#[derive(Clone, Debug)]
+pub struct BlenderConfig {
+    /// The executable.
+    pub path: PathBuf,
+    /// Render threads (`-t`); `None` lets Blender use every core.
+    pub threads: Option<u32>,
+    /// Let .blend files run their Python (auto-exec); off by default.
+    pub allow_scripts: bool,
+    /// Kill Blender when it prints nothing for this long.
+    pub frame_timeout: Duration,
+    /// Folder the worker script is written to.
+    pub script_dir: PathBuf,
+}
+
+/// What Blender printed lately, shared with the tasks reading its output.
+#[derive(Debug)]
+pub struct OutputLog {
+    lines: VecDeque<String>,
+    last_output: Instant,
+    progress: f32,
+}
+
+impl OutputLog {
+    fn new() -> Self {
+        Self {
+            lines: VecDeque::with_capacity(LOG_TAIL_LINES),
+            last_output: Instant::now(),
+            progress: 0.0,
+        }
+    }
+
+    fn push(&mut self, line: String) {
+        self.last_output = Instant::now();
+        if let Some(progress) = parse_progress(&line) {
+            self.progress = progress;
+        }
+        if self.lines.len() == LOG_TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    /// The last lines Blender printed, oldest first.
+    pub fn tail(&self) -> Vec<String> {
+        self.lines.iter().cloned().collect()
+    }
+
+    /// Progress of the current frame, 0.0 to 1.0.
+    pub fn progress(&self) -> f32 {
+        self.progress
+    }
+
+    /// Starts a new command: forget progress and lines, restart the watchdog.
+    fn reset(&mut self) {
+        self.lines.clear();
+        self.progress = 0.0;
+        self.last_output = Instant::now();
+    }
+}
+
+/// Reads a frame's progress from a Blender statistics line: Cycles
+/// `Sample 3/16`, tiled Cycles `Rendered 2/4 Tiles, Sample 8/16`, EEVEE
+/// `Rendering 5 / 64 samples`.
+pub fn parse_progress(line: &str) -> Option<f32> {
+    fn ratio(text: &str) -> Option<(f32, f32)> {
+        let (done, total) = text.split_once('/')?;
+        let done: f32 = done.trim().parse().ok()?;
+        let total: f32 = total.split_whitespace().next()?.trim().parse().ok()?;
+        (total > 0.0).then_some((done, total))
+    }
+    let stats = line.rsplit('|').next()?.trim();
+    if stats == "Finished" {
+        return Some(1.0);
+    }
+    let samples = stats
+        .split(", ")
+        .find_map(|part| part.strip_prefix("Sample ").and_then(ratio));
+    let tiles = stats.split(", ").find_map(|part| {
+        part.strip_prefix("Rendered ")
+            .and_then(|rest| rest.strip_suffix(" Tiles"))
+            .and_then(ratio)
+    });
+    let eevee = stats
+        .strip_prefix("Rendering ")
+        .and_then(|rest| rest.strip_suffix(" samples"))
+        .and_then(ratio);
+    let progress = match (tiles, samples.or(eevee)) {
+        (Some((tile, tiles)), Some((sample, samples))) => {
+            ((tile - 1.0).max(0.0) + sample / samples) / tiles
+        }
+        (Some((tile, tiles)), None) => tile / tiles,
+        (None, Some((sample, samples))) => sample / samples,
+        (None, None) => return None,
+    };
+    Some(progress.clamp(0.0, 1.0))
+}
+
+/// Answer to a `load` command.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Loaded {
+    /// Seconds `open_mainfile` took.
+    pub load_secs: f64,
+    /// The scene's own settings.
+    pub scene: SceneSummary,
+}
+
+/// A scene's settings as Blender read them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SceneSummary {
+    /// Scene name.
+    pub name: String,
+    /// First frame.
+    pub frame_start: i32,
+    /// Last frame.
+    pub frame_end: i32,
+    /// Frame step.
+    pub frame_step: i32,
+    /// Render engine, e.g. `CYCLES`.
+    pub engine: String,
+    /// Width before the percentage.
+    pub resolution_x: u32,
+    /// Height before the percentage.
+    pub resolution_y: u32,
+    /// Resolution percentage.
+    pub resolution_percentage: u32,
+    /// Output file format, e.g. `PNG`.
+    pub file_format: String,
+    /// Active camera's name.
+    pub camera: Option<String>,
+}
+
+/// Answer to a `render` command.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Rendered {
+    /// Frame number.
+    pub frame: i32,
+    /// Where Blender saved the image.
+    pub path: PathBuf,
+    /// Seconds the render and save took.
+    pub render_secs: f64,
+    /// Expected image width; unknown when the render is cropped to a border.
+    pub width: Option<u32>,
+    /// Expected image height; unknown when the render is cropped to a border.
+    pub height: Option<u32>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+enum WorkerCommand<'a> {
+    Load {
+        path: &'a Path,
+        allow_scripts: bool,
+    },
+    Render {
+        frame: i32,
+        output: &'a Path,
+        overrides: &'a Overrides,
+    },
+    Quit,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum WorkerAnswer {
+    Hello {
+        secret: String,
+        blender_version: String,
+    },
+    Loaded(Loaded),
+    Rendered(Rendered),
+    Error {
+        message: String,
+    },
+}
+
+/// One running Blender with the worker script, ready for commands.
+#[derive(Debug)]
+pub struct Worker {
+    child: Child,
+    answers: Lines<BufReader<OwnedReadHalf>>,
+    commands: OwnedWriteHalf,
+    log: Arc<Mutex<OutputLog>>,
+    frame_timeout: Duration,
+    allow_scripts: bool,
+    /// The .blend currently loaded.
+    loaded: Option<PathBuf>,
+    /// Blender's version as the worker reported it.
+    pub blender_version: String,
+}
+
+impl Worker {
+    /// Starts Blender with the worker script and waits until it is ready.
+    pub async fn start(config: &BlenderConfig) -> Result<Self, BlenderError> {
+        let channel_error = |err: std::io::Error| BlenderError::Channel(err.to_string());
+        let script = config.script_dir.join("herd_worker.py");
+        tokio::fs::create_dir_all(&config.script_dir)
+            .await
+            .map_err(channel_error)?;
+        tokio::fs::write(&script, WORKER_SCRIPT)
+            .await
+            .map_err(channel_error)?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(channel_error)?;
+        let addr = listener.local_addr().map_err(channel_error)?;
+        let secret = uuid::Uuid::new_v4().to_string();
+
+        let mut command = Command::new(&config.path);
+        command
+            .arg("-b")
+            .arg("-noaudio")
+            .arg(if config.allow_scripts { "-y" } else { "-Y" });
+        if let Some(threads) = config.threads {
+            command.arg("-t").arg(threads.to_string());
+        }
+        command
+            .arg("--python")
+            .arg(&script)
+            .env("HERD_WORKER_ADDR", addr.to_string())
+            .env("HERD_WORKER_SECRET", &secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|source| BlenderError::Spawn {
+            path: config.path.clone(),
+            source,
+        })?;
+
+        let log = Arc::new(Mutex::new(OutputLog::new()));
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(read_output(stdout, Arc::clone(&log)));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(read_output(stderr, Arc::clone(&log)));
+        }
+
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout(STARTUP_TIMEOUT, listener.accept()) => accepted,
+            status = child.wait() => {
+                let status = status.map_or_else(|err| err.to_string(), exit_text);
+                // Give the output readers a moment to catch Blender's last words.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Err(BlenderError::Exited { status, log_tail: lock(&log).tail() });
+            }
+        };
+        let (stream, _) = match accepted {
+            Ok(accepted) => accepted.map_err(channel_error)?,
+            Err(_) => {
+                return Err(BlenderError::Hung {
+                    secs: STARTUP_TIMEOUT.as_secs(),
+                    log_tail: lock(&log).tail(),
+                });
+            }
+        };
+        let (read, write) = stream.into_split();
+        let mut worker = Self {
+            child,
+            answers: BufReader::new(read).lines(),
+            commands: write,
+            log,
+            frame_timeout: config.frame_timeout,
+            allow_scripts: config.allow_scripts,
+            loaded: None,
+            blender_version: String::new(),
+        };
+        match worker.answer(None).await? {
+            WorkerAnswer::Hello {
+                secret: theirs,
+                blender_version,
+            } if theirs == secret => {
+                worker.blender_version = blender_version;
+                Ok(worker)
+            }
+            _ => Err(BlenderError::Channel(
+                "the worker did not introduce itself with the node's secret".into(),
+            )),
+        }
+    }
+
+    /// Process id of the Blender child.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The .blend currently loaded, if any.
+    pub fn loaded(&self) -> Option<&Path> {
+        self.loaded.as_deref()
+    }
+
+    /// Blender's output, shared for progress reports.
+    pub fn log(&self) -> Arc<Mutex<OutputLog>> {
+        Arc::clone(&self.log)
+    }
+
+    /// Loads `path`, replacing the scene that was loaded.
+    pub async fn load(&mut self, path: &Path) -> Result<Loaded, BlenderError> {
+        self.loaded = None;
+        let command = WorkerCommand::Load {
+            path,
+            allow_scripts: self.allow_scripts,
+        };
+        match self.request(&command).await? {
+            WorkerAnswer::Loaded(loaded) => {
+                self.loaded = Some(path.to_path_buf());
+                Ok(loaded)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Renders `frame` of the loaded scene to `output` (the extension is
+    /// added by the format).
+    pub async fn render(
+        &mut self,
+        frame: i32,
+        output: &Path,
+        overrides: &Overrides,
+    ) -> Result<Rendered, BlenderError> {
+        let command = WorkerCommand::Render {
+            frame,
+            output,
+            overrides,
+        };
+        match self.request(&command).await? {
+            WorkerAnswer::Rendered(rendered) => Ok(rendered),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks Blender to quit, and kills it if it does not within a few seconds.
+    pub async fn quit(mut self) {
+        if let Ok(mut line) = serde_json::to_string(&WorkerCommand::Quit) {
+            line.push('\n');
+            let _ = self.commands.write_all(line.as_bytes()).await;
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.kill().await;
+        }
+    }
+
+    /// Kills Blender at once.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    async fn request(&mut self, command: &WorkerCommand<'_>) -> Result<WorkerAnswer, BlenderError> {
+        let mut line =
+            serde_json::to_string(command).map_err(|err| BlenderError::Channel(err.to_string()))?;
+        line.push('\n');
+        lock(&self.log).reset();
+        if let Err(err) = self.commands.write_all(line.as_bytes()).await {
+            return Err(self.exited_or(BlenderError::Channel(err.to_string())).await);
+        }
+        match self.answer(Some(self.frame_timeout)).await? {
+            WorkerAnswer::Error { message } => Err(BlenderError::Blender(message)),
+            answer => Ok(answer),
+        }
+    }
+
+    /// Waits for the worker's next answer while watching Blender: an exit or
+    /// `quiet_limit` without output ends the wait with an error.
+    async fn answer(
+        &mut self,
+        quiet_limit: Option<Duration>,
+    ) -> Result<WorkerAnswer, BlenderError> {
+        let mut watchdog = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                line = self.answers.next_line() => {
+                    return match line {
+                        Ok(Some(line)) => serde_json::from_str(&line).map_err(|err| {
+                            BlenderError::Channel(format!("unreadable answer {line:?}: {err}"))
+                        }),
+                        Ok(None) => Err(self.exited_or(BlenderError::Channel("closed".into())).await),
+                        Err(err) => Err(self.exited_or(BlenderError::Channel(err.to_string())).await),
+                    };
+                }
+                _ = watchdog.tick() => {
+                    let Some(limit) = quiet_limit else { continue };
+                    let quiet = lock(&self.log).last_output.elapsed();
+                    if quiet > limit {
+                        self.kill().await;
+                        return Err(BlenderError::Hung {
+                            secs: limit.as_secs(),
+                            log_tail: lock(&self.log).tail(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// After the channel broke: if Blender has exited (or exits within a
+    /// moment), report that with its last lines; else report `otherwise`.
+    async fn exited_or(&mut self, otherwise: BlenderError) -> BlenderError {
+        match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
+            Ok(status) => {
+                // Let the output readers drain what Blender printed last.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                BlenderError::Exited {
+                    status: status.map_or_else(|err| err.to_string(), exit_text),
+                    log_tail: lock(&self.log).tail(),
+                }
+            }
+            Err(_) => otherwise,
+        }
+    }
+}
+
+fn unexpected(answer: WorkerAnswer) -> BlenderError {
+    let what = match answer {
+        WorkerAnswer::Hello { .. } => "hello",
+        WorkerAnswer::Loaded(_) => "loaded",
+        WorkerAnswer::Rendered(_) => "rendered",
+        WorkerAnswer::Error { .. } => "error",
+    };
+    BlenderError::Channel(format!("unexpected answer '{what}' from the worker"))
+}
+
+/// Locks the output log; a poisoned lock still holds usable lines.
+pub fn lock(log: &Mutex<OutputLog>) -> std::sync::MutexGuard<'_, OutputLog> {
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn exit_text(status: std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("killed by signal {signal}");
+        }
+    }
+    match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => status.to_string(),
+    }
+}
+
+async fn read_output(stream: impl AsyncRead + Unpin, log: Arc<Mutex<OutputLog>>) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::trace!(target: "herd::blender", "{line}");
+        lock(&log).push(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_from_cycles_and_eevee_lines() {
+        let cycles = "Fra:3 Mem:9.46M (Peak 9.46M) | Time:00:00.02 | Mem:0.35M, Peak:0.35M | Demo, ViewLayer | Sample 4/16";
+        assert_eq!(parse_progress(cycles), Some(0.25));
+        let tiles =
+            "Fra:1 Mem:9M | Time:00:01.00 | Scene, ViewLayer | Rendered 2/4 Tiles, Sample 8/16";
+        assert_eq!(parse_progress(tiles), Some(0.375));
+        let eevee = "Fra:1 Mem:30M | Time:00:02.00 | Scene, ViewLayer | Rendering 16 / 64 samples";
+        assert_eq!(parse_progress(eevee), Some(0.25));
+        assert_eq!(parse_progress("Fra:1 | Scene | Finished"), Some(1.0));
+        assert_eq!(parse_progress("Fra:1 | Scene | Updating Shaders"), None);
+        assert_eq!(parse_progress("Blender 3.4.1"), None);
+        assert_eq!(parse_progress("| Sample 3/0"), None);
+    }
+
+    #[test]
+    fn log_keeps_only_the_tail() {
+        let mut log = OutputLog::new();
+        for i in 0..100 {
+            log.push(format!("line {i}"));
+        }
+        let tail = log.tail();
+        assert_eq!(tail.len(), LOG_TAIL_LINES);
+        assert_eq!(tail.last().map(String::as_str), Some("line 99"));
+    }
+}

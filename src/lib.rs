@@ -1,0 +1,11 @@
+//! herd: a render farm for Blender on a local network.
+//!
+//! - [`wire`]: datagrams and API bodies shared by node and controller.
+//! - [`lan`]: interfaces, subnets, who may connect, the loopback-only switch.
+//! - [`blender`]: Blender kept loaded in a child process.
+//! - [`node`]: the render node (HTTP API, renderer, beacon).
+
+pub mod blender;
+pub mod lan;
+pub mod node;
+pub mod wire;

@@ -1,0 +1,324 @@
+//! The node's HTTP API (`/api/v1`), documented with examples in
+//! `docs/API.md`. Every request passes the LAN guard (loopback, the node's
+//! own subnets, `--allow`; else 403) and, with `--token`, the bearer check
+//! (else 401). Errors are JSON `{"error": "..."}` with a fitting status.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use subtle::ConstantTimeEq;
+
+use super::Node;
+use super::blobs::{BlobError, PutOutcome, is_valid_hash};
+use crate::wire::{ErrorBody, FRAME_RANGE, NodeInfo, RenderCreated, RenderRequest, RenderStatus};
+
+/// Largest JSON body the API reads.
+const JSON_LIMIT_BYTES: usize = 64 * 1024;
+
+/// An API error: a status code and a message for the JSON body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: the shared secret is missing or wrong.
+    #[error("missing or wrong token: send 'Authorization: Bearer <token>' with the node's --token")]
+    Unauthorized,
+    /// 403: the client is not on the node's LAN.
+    #[error(
+        "{0} is not on this node's local network: only loopback, the node's subnets and --allow networks get in"
+    )]
+    Forbidden(std::net::IpAddr),
+    /// 404: no such thing.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the thing exists but is not in a state for this.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is too large.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 500: the node failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(err: BlobError) -> Self {
+        match err {
+            BlobError::InvalidHash(_) | BlobError::HashMismatch { .. } => {
+                Self::BadRequest(err.to_string())
+            }
+            BlobError::Interrupted { .. } => Self::BadRequest(err.to_string()),
+            BlobError::NotFound(_) => Self::NotFound(err.to_string()),
+            BlobError::TooLarge { .. } => Self::TooLarge(err.to_string()),
+            BlobError::Io { .. } => Self::Internal(err.to_string()),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The node's routes, guarded. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so the guard sees
+/// the client's address.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/api/v1/node", get(node_info))
+        .route("/api/v1/blobs/{hash}", put(put_blob).head(head_blob))
+        .route("/api/v1/renders", post(create_render).get(list_renders))
+        .route(
+            "/api/v1/renders/{id}",
+            get(render_status).delete(cancel_render),
+        )
+        .route("/api/v1/renders/{id}/image", get(render_image))
+        .route("/api/v1/renders/{id}/thumbnail", get(render_thumbnail))
+        .route("/api/v1/pause", post(pause))
+        .route("/api/v1/resume", post(resume))
+        .route("/api/v1/stop", post(stop))
+        .fallback(|| async { ApiError::NotFound("no such API route: see docs/API.md".into()) })
+        .layer(DefaultBodyLimit::max(JSON_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(Arc::clone(&node), guard))
+        .with_state(node)
+}
+
+/// Lets in only the LAN, then only bearers of the token (when one is set).
+async fn guard(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let Some(peer) = peer.filter(|ip| node.access.allows(*ip)) else {
+        let shown = peer.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        tracing::warn!(
+            "refused {} {} from {shown}: not on the local network",
+            request.method(),
+            request.uri().path()
+        );
+        return ApiError::Forbidden(shown).into_response();
+    };
+    if let Some(token) = &node.token {
+        let offered = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(offered.as_bytes().ct_eq(token.as_bytes())) {
+            tracing::warn!(
+                "refused {} from {peer}: missing or wrong token",
+                request.uri().path()
+            );
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn node_info(State(node): State<Arc<Node>>) -> Json<NodeInfo> {
+    Json(node.info())
+}
+
+fn checked_hash(hash: &str) -> ApiResult<()> {
+    if is_valid_hash(hash) {
+        Ok(())
+    } else {
+        Err(BlobError::InvalidHash(hash.to_string()).into())
+    }
+}
+
+async fn head_blob(
+    State(node): State<Arc<Node>>,
+    Path(hash): Path<String>,
+) -> ApiResult<StatusCode> {
+    checked_hash(&hash)?;
+    if node.blobs.contains(&hash) {
+        Ok(StatusCode::OK)
+    } else {
+        Err(BlobError::NotFound(hash).into())
+    }
+}
+
+async fn put_blob(
+    State(node): State<Arc<Node>>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    checked_hash(&hash)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match node
+        .blobs
+        .put(&hash, declared, body.into_data_stream())
+        .await
+    {
+        Ok(PutOutcome::Stored) => {
+            tracing::info!("stored blob {hash}");
+            Ok(StatusCode::CREATED)
+        }
+        Ok(PutOutcome::AlreadyPresent) => Ok(StatusCode::OK),
+        Err(err) => {
+            tracing::warn!("upload of {hash} refused: {err}");
+            Err(err.into())
+        }
+    }
+}
+
+async fn create_render(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<RenderCreated>)> {
+    let request: RenderRequest = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::BadRequest(format!("invalid render request: {err}")))?;
+    if !FRAME_RANGE.contains(&request.frame) {
+        return Err(ApiError::BadRequest(format!(
+            "frame {} is outside Blender's frame range {}..={}",
+            request.frame,
+            FRAME_RANGE.start(),
+            FRAME_RANGE.end()
+        )));
+    }
+    request.overrides.validate().map_err(ApiError::BadRequest)?;
+    let pin = node.blobs.pin(&request.blob)?;
+    let id = node
+        .update(|renders| renders.enqueue(pin, request.frame, request.overrides, &node.shutdown));
+    Ok((StatusCode::CREATED, Json(RenderCreated { id })))
+}
+
+async fn list_renders(State(node): State<Arc<Node>>) -> Json<Vec<RenderStatus>> {
+    Json(node.renders().statuses())
+}
+
+fn checked_id(id: &str) -> ApiResult<()> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| ApiError::BadRequest(format!("'{id}' is not a render id")))
+}
+
+fn unknown_render(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no render {id} on this node"))
+}
+
+async fn render_status(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RenderStatus>> {
+    checked_id(&id)?;
+    node.renders()
+        .status(&id)
+        .map(Json)
+        .ok_or_else(|| unknown_render(&id))
+}
+
+async fn cancel_render(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RenderStatus>> {
+    checked_id(&id)?;
+    node.update(|renders| renders.cancel(&id))
+        .map(Json)
+        .ok_or_else(|| unknown_render(&id))
+}
+
+async fn render_image(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (image, _) = finished_files(&node, &id)?;
+    send_file(&image).await
+}
+
+async fn render_thumbnail(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (_, thumbnail) = finished_files(&node, &id)?;
+    send_file(&thumbnail).await
+}
+
+fn finished_files(node: &Node, id: &str) -> ApiResult<(std::path::PathBuf, std::path::PathBuf)> {
+    checked_id(id)?;
+    let renders = node.renders();
+    let status = renders.status(id).ok_or_else(|| unknown_render(id))?;
+    renders.image(id).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "render {id} (frame {}) is {:?}, not done: it has no image",
+            status.frame, status.state
+        ))
+    })
+}
+
+async fn send_file(path: &std::path::Path) -> ApiResult<Response> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|err| ApiError::Internal(format!("cannot open {}: {err}", path.display())))?;
+    let length = file.metadata().await.map(|meta| meta.len()).ok();
+    let content_type = match path.extension().and_then(|ext| ext.to_str()) {
+        Some("png") => "image/png",
+        Some("jpg") => "image/jpeg",
+        Some("exr") => "image/x-exr",
+        _ => "application/octet-stream",
+    };
+    let mut response = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Ok(response)
+}
+
+async fn pause(State(node): State<Arc<Node>>) -> Json<NodeInfo> {
+    tracing::info!("paused: no new frames until resumed");
+    node.pause();
+    Json(node.info())
+}
+
+async fn resume(State(node): State<Arc<Node>>) -> Json<NodeInfo> {
+    tracing::info!("resumed");
+    node.resume();
+    Json(node.info())
+}
+
+async fn stop(State(node): State<Arc<Node>>) -> StatusCode {
+    tracing::info!("stop requested over the API");
+    node.shutdown.cancel();
+    StatusCode::ACCEPTED
+}

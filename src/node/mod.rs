@@ -1,0 +1,246 @@
+//! Node mode: a render machine. It keeps Blender loaded ([`crate::blender`]),
+//! serves the HTTP API ([`api`]), renders queued frames one after another
+//! ([`renderer`]) and announces itself on the LAN ([`beacon`]).
+//!
+//! [`Node`] is the state they share; [`serve`] runs them all on I/O passed in,
+//! so tests bind port 0 and hand in their own shutdown.
+
+pub mod api;
+pub mod beacon;
+pub mod blobs;
+pub mod renderer;
+mod renders;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::blender::BlenderConfig;
+use crate::lan::AccessList;
+use crate::wire::{CurrentFrame, NodeInfo, NodeState};
+
+pub use beacon::AnnounceConfig;
+pub use renders::Renders;
+
+/// Everything a node is started with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Name shown to controllers.
+    pub name: String,
+    /// Folder for the node id, blobs and rendered frames.
+    pub work_dir: PathBuf,
+    /// Bound of the blob cache, in bytes.
+    pub cache_size_bytes: u64,
+    /// How to run Blender.
+    pub blender: BlenderConfig,
+    /// Blender's version, e.g. `3.4.1`.
+    pub blender_version: String,
+    /// Networks let in besides loopback and the node's own subnets.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Shared secret every request must carry, if set.
+    pub token: Option<String>,
+}
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The work dir cannot be used.
+    #[error("cannot use the work dir {path}: {source}")]
+    WorkDir {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The blob store cannot be opened.
+    #[error(transparent)]
+    Blobs(#[from] blobs::BlobError),
+}
+
+/// The state a node's API, renderer and beacon share.
+#[derive(Debug)]
+pub struct Node {
+    /// Stable id.
+    pub id: String,
+    /// Name shown to controllers.
+    pub name: String,
+    /// Blender's version.
+    pub blender_version: String,
+    /// How Blender is run.
+    pub blender: BlenderConfig,
+    /// The blob cache.
+    pub blobs: Arc<blobs::BlobStore>,
+    /// Who may talk to the node.
+    pub access: AccessList,
+    /// Shared secret, if set.
+    pub token: Option<String>,
+    /// Folder of rendered frames.
+    pub renders_dir: PathBuf,
+    started: Instant,
+    renders: Mutex<Renders>,
+    /// Wakes the renderer: new work, resume, cancel.
+    work: Notify,
+    state: watch::Sender<NodeState>,
+    /// Cancelled when the node shuts down (`/stop`, Ctrl-C, SIGTERM).
+    pub shutdown: CancellationToken,
+}
+
+impl Node {
+    /// Prepares the work dir (node id, blob store, an empty renders folder)
+    /// and returns the node's shared state.
+    pub fn new(config: NodeConfig) -> Result<Arc<Self>, NodeError> {
+        let work_dir = &config.work_dir;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| NodeError::WorkDir { path, source }
+        };
+        std::fs::create_dir_all(work_dir).map_err(io(work_dir))?;
+        let id = load_or_create_id(&work_dir.join("node-id")).map_err(io(work_dir))?;
+        let blobs = blobs::BlobStore::open(&work_dir.join("blobs"), config.cache_size_bytes)?;
+        let renders_dir = work_dir.join("renders");
+        // Frames of an earlier run belong to render ids nobody can ask for.
+        if renders_dir.exists() {
+            std::fs::remove_dir_all(&renders_dir).map_err(io(&renders_dir))?;
+        }
+        std::fs::create_dir_all(&renders_dir).map_err(io(&renders_dir))?;
+        let (state, _) = watch::channel(NodeState::Idle);
+        Ok(Arc::new(Self {
+            id,
+            name: config.name,
+            blender_version: config.blender_version,
+            blender: config.blender,
+            blobs,
+            access: AccessList::new(config.allow),
+            token: config.token,
+            renders_dir,
+            started: Instant::now(),
+            renders: Mutex::new(Renders::default()),
+            work: Notify::new(),
+            state,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// Locks the render table. Held only for short, non-async sections.
+    pub(crate) fn renders(&self) -> MutexGuard<'_, Renders> {
+        self.renders.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `change` on the render table, then publishes the node's state and
+    /// wakes the renderer.
+    pub(crate) fn update<T>(&self, change: impl FnOnce(&mut Renders) -> T) -> T {
+        let result = self.update_quiet(change);
+        self.work.notify_one();
+        result
+    }
+
+    /// Like [`Node::update`] without waking the renderer: for the renderer
+    /// itself.
+    pub(crate) fn update_quiet<T>(&self, change: impl FnOnce(&mut Renders) -> T) -> T {
+        let (result, state) = {
+            let mut renders = self.renders();
+            let result = change(&mut renders);
+            (result, renders.node_state())
+        };
+        self.state.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
+        result
+    }
+
+    /// Watches the node's state (for the beacon).
+    pub fn subscribe_state(&self) -> watch::Receiver<NodeState> {
+        self.state.subscribe()
+    }
+
+    /// The node's state now.
+    pub fn state(&self) -> NodeState {
+        *self.state.borrow()
+    }
+
+    /// Takes no new frames until [`Node::resume`].
+    pub fn pause(&self) {
+        self.update(|renders| renders.paused = true);
+    }
+
+    /// Takes frames again.
+    pub fn resume(&self) {
+        self.update(|renders| renders.paused = false);
+    }
+
+    /// Identity and activity, for `GET /api/v1/node`.
+    pub fn info(&self) -> NodeInfo {
+        let renders = self.renders();
+        let current = renders
+            .current()
+            .map(|(render_id, frame, progress)| CurrentFrame {
+                render_id,
+                frame,
+                progress,
+            });
+        NodeInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            blender_version: self.blender_version.clone(),
+            blender_path: self.blender.path.display().to_string(),
+            blender_pid: renders.blender_pid,
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            state: renders.node_state(),
+            current,
+            queued: renders.queued_len(),
+            frames_rendered: renders.frames_rendered,
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+fn load_or_create_id(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(id) if uuid::Uuid::parse_str(id.trim()).is_ok() => Ok(id.trim().to_string()),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(path, &id)?;
+            Ok(id)
+        }
+    }
+}
+
+/// Runs a node until `shutdown` completes or the node is stopped: the HTTP
+/// API on `listener`, the beacon on `discovery` (none: no announcements), and
+/// the renderer. On the way out it cancels the current frame and ends Blender.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    discovery: Option<(tokio::net::UdpSocket, AnnounceConfig)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let http_port = listener.local_addr()?.port();
+    let renderer = tokio::spawn(renderer::run(Arc::clone(&node)));
+    let beacon = discovery.map(|(socket, config)| {
+        tokio::spawn(beacon::run(Arc::clone(&node), socket, http_port, config))
+    });
+    let stop = node.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.cancel();
+    });
+    let app = api::router(Arc::clone(&node))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let stop = node.shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    node.shutdown.cancel();
+    let _ = renderer.await;
+    if let Some(beacon) = beacon {
+        let _ = beacon.await;
+    }
+    served
+}

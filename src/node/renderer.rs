@@ -1,0 +1,237 @@
+//! The node's renderer: takes queued renders one after another, keeps one
+//! Blender loaded between them, and checks every image before calling a
+//! frame done. Checking (decode, size, thumbnail) runs beside the next
+//! frame's render, so Blender never waits for it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Node;
+use super::renders::{Finished, Job};
+use crate::blender::{BlenderError, Rendered, Worker};
+use crate::wire::RenderState;
+
+/// Longest side of a thumbnail, in pixels.
+pub const THUMBNAIL_PX: u32 = 256;
+
+/// Renders queued frames until the node shuts down, then ends Blender.
+pub async fn run(node: Arc<Node>) {
+    let mut worker: Option<Worker> = None;
+    loop {
+        let job = tokio::select! {
+            job = next_job(&node) => job,
+            () = node.shutdown.cancelled() => break,
+        };
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            outcome = render(&node, &mut worker, &job) => Some(outcome),
+            () = job.cancel.cancelled() => None,
+        };
+        let (load_secs, result) = match outcome {
+            Some(outcome) => outcome,
+            None => {
+                // Cancelled mid-frame: Blender is stopped, whatever it was doing.
+                if let Some(mut stopped) = worker.take() {
+                    stopped.kill().await;
+                }
+                let why = if node.shutdown.is_cancelled() {
+                    "cancelled: the node is shutting down"
+                } else {
+                    "cancelled"
+                };
+                (None, Err(RenderFailure::Cancelled(why.to_string())))
+            }
+        };
+        if matches!(&result, Err(RenderFailure::BlenderGone(_))) {
+            worker = None;
+        }
+        match result {
+            Ok(rendered) => {
+                node.update_quiet(|renders| {
+                    renders.blender_done(&job.id, load_secs, Ok(rendered.render_secs));
+                });
+                tokio::spawn(check_image(Arc::clone(&node), job.id.clone(), rendered));
+            }
+            Err(failure) => {
+                let (state, message) = failure.into_parts();
+                tracing::warn!("frame {} ({}) {state:?}: {message}", job.frame, job.id);
+                node.update_quiet(|renders| {
+                    renders.blender_done(&job.id, load_secs, Err((state, message)));
+                });
+            }
+        }
+        tracing::debug!(
+            "frame {} took {:.2} s",
+            job.frame,
+            started.elapsed().as_secs_f64()
+        );
+        node.update_quiet(|renders| renders.blender_pid = worker.as_ref().and_then(Worker::pid));
+        remove_forgotten(&node).await;
+    }
+    if let Some(worker) = worker {
+        worker.quit().await;
+    }
+    node.update_quiet(|renders| renders.blender_pid = None);
+}
+
+async fn next_job(node: &Node) -> Job {
+    loop {
+        let notified = node.work.notified();
+        if let Some(job) = node.update_quiet(|renders| renders.start_next()) {
+            return job;
+        }
+        notified.await;
+    }
+}
+
+/// Why a frame did not render.
+#[derive(Debug)]
+enum RenderFailure {
+    /// Blender answered with an error and is still usable.
+    Blender(String),
+    /// Blender died, hung or lost its channel: it must be started again.
+    BlenderGone(String),
+    /// Cancelled by the controller or by shutdown.
+    Cancelled(String),
+    /// The node could not prepare the frame's folder.
+    Node(String),
+}
+
+impl RenderFailure {
+    fn into_parts(self) -> (RenderState, String) {
+        match self {
+            Self::Cancelled(why) => (RenderState::Cancelled, why),
+            Self::Blender(why) | Self::BlenderGone(why) | Self::Node(why) => {
+                (RenderState::Failed, why)
+            }
+        }
+    }
+}
+
+impl From<BlenderError> for RenderFailure {
+    fn from(err: BlenderError) -> Self {
+        match err {
+            BlenderError::Blender(message) => Self::Blender(message),
+            BlenderError::Cancelled => Self::Cancelled(err.to_string()),
+            other => Self::BlenderGone(other.to_string()),
+        }
+    }
+}
+
+/// Starts Blender if needed, loads the job's .blend if it is not the loaded
+/// one, and renders the frame. Returns the seconds spent starting and
+/// loading (when it had to) and the result.
+async fn render(
+    node: &Node,
+    worker: &mut Option<Worker>,
+    job: &Job,
+) -> (Option<f64>, Result<Rendered, RenderFailure>) {
+    let load_started = Instant::now();
+    let mut loaded_now = false;
+    if worker.is_none() {
+        match Worker::start(&node.blender).await {
+            Ok(started) => {
+                let pid = started.pid();
+                node.update_quiet(|renders| renders.blender_pid = pid);
+                *worker = Some(started);
+            }
+            Err(err) => return (None, Err(RenderFailure::BlenderGone(err.to_string()))),
+        }
+        loaded_now = true;
+    }
+    let Some(blender) = worker.as_mut() else {
+        return (
+            None,
+            Err(RenderFailure::Node("Blender is not running".into())),
+        );
+    };
+    if blender.loaded() != Some(job.blend.as_path()) {
+        node.update_quiet(|renders| {
+            renders.set_phase(&job.id, RenderState::Loading, blender.log())
+        });
+        if let Err(err) = blender.load(&job.blend).await {
+            let secs = load_started.elapsed().as_secs_f64();
+            return (Some(secs), Err(load_failure(err, &job.blend)));
+        }
+        loaded_now = true;
+    }
+    let load_secs = loaded_now.then(|| load_started.elapsed().as_secs_f64());
+    node.update_quiet(|renders| renders.set_phase(&job.id, RenderState::Rendering, blender.log()));
+    let dir = node.renders_dir.join(&job.id);
+    if let Err(err) = tokio::fs::create_dir_all(&dir).await {
+        let message = format!("cannot create {}: {err}", dir.display());
+        return (load_secs, Err(RenderFailure::Node(message)));
+    }
+    let output = dir.join(format!("frame_{:04}", job.frame));
+    let result = blender.render(job.frame, &output, &job.overrides).await;
+    (load_secs, result.map_err(RenderFailure::from))
+}
+
+fn load_failure(err: BlenderError, blend: &Path) -> RenderFailure {
+    match err {
+        BlenderError::Blender(message) => RenderFailure::Blender(format!(
+            "Blender cannot open the .blend (blob {}): {message}",
+            blend
+                .file_name()
+                .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+        )),
+        other => other.into(),
+    }
+}
+
+/// Decodes the image Blender wrote, checks its size and makes the thumbnail,
+/// off the async threads; then marks the render done or failed.
+async fn check_image(node: Arc<Node>, id: String, rendered: Rendered) {
+    let frame = rendered.frame;
+    let checked = tokio::task::spawn_blocking(move || verify(&rendered))
+        .await
+        .unwrap_or_else(|err| Err(format!("image check of frame {frame} crashed: {err}")));
+    node.update_quiet(|renders| renders.image_checked(&id, checked));
+}
+
+fn verify(rendered: &Rendered) -> Result<Finished, String> {
+    let path = &rendered.path;
+    let image = image::ImageReader::open(path)
+        .and_then(|reader| reader.with_guessed_format())
+        .map_err(|err| format!("Blender's image {} cannot be read: {err}", path.display()))?
+        .decode()
+        .map_err(|err| format!("Blender's image {} does not decode: {err}", path.display()))?;
+    let (width, height) = (image.width(), image.height());
+    if let (Some(expected_w), Some(expected_h)) = (rendered.width, rendered.height)
+        && (expected_w, expected_h) != (width, height)
+    {
+        return Err(format!(
+            "Blender's image {} is {width}x{height}, expected {expected_w}x{expected_h}",
+            path.display()
+        ));
+    }
+    let thumbnail = thumbnail_path(path);
+    image
+        .thumbnail(THUMBNAIL_PX, THUMBNAIL_PX)
+        .to_rgb8()
+        .save(&thumbnail)
+        .map_err(|err| format!("cannot write thumbnail {}: {err}", thumbnail.display()))?;
+    Ok(Finished {
+        image: path.clone(),
+        thumbnail,
+        width,
+        height,
+    })
+}
+
+fn thumbnail_path(image: &Path) -> PathBuf {
+    image.with_file_name("thumbnail.png")
+}
+
+async fn remove_forgotten(node: &Node) {
+    let forgotten = node.update_quiet(|renders| renders.take_forgotten());
+    for id in forgotten {
+        let dir = node.renders_dir.join(&id);
+        if let Err(err) = tokio::fs::remove_dir_all(&dir).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove {}: {err}", dir.display());
+        }
+    }
+}

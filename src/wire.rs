@@ -1,0 +1,322 @@
+//! Wire types shared by node and controller: the UDP discovery datagrams and
+//! the bodies of the HTTP API. Serde only; every datagram carries the protocol
+//! version so old and new herds on one LAN ignore each other instead of
+//! misreading each other.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the discovery datagrams and of the `/api/v1` bodies.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default TCP port of a node's HTTP API and UDP port of discovery.
+pub const DEFAULT_PORT: u16 = 8082;
+
+/// Largest discovery datagram herd sends or reads; anything longer is not ours.
+pub const MAX_DATAGRAM_BYTES: usize = 1024;
+
+/// Lowest and highest frame number Blender accepts (`MINAFRAME`, `MAXFRAME`).
+pub const FRAME_RANGE: std::ops::RangeInclusive<i32> = -1_048_574..=1_048_574;
+
+/// What a node is doing, as announced in beacons and `GET /api/v1/node`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Waiting for work.
+    Idle,
+    /// Starting Blender or loading a .blend into it.
+    Loading,
+    /// Rendering a frame.
+    Rendering,
+    /// Paused by the machine's owner: takes no new frames.
+    Paused,
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Idle => "idle",
+            Self::Loading => "loading",
+            Self::Rendering => "rendering",
+            Self::Paused => "paused",
+        })
+    }
+}
+
+/// A UDP discovery datagram.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Datagram {
+    /// A node announcing itself.
+    Beacon(Beacon),
+    /// A controller asking every node to announce itself now.
+    Probe(Probe),
+}
+
+/// A node's announcement: who it is and where its API is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Beacon {
+    /// Protocol version, [`PROTOCOL_VERSION`].
+    pub herd: u32,
+    /// The node's stable id.
+    pub id: String,
+    /// Human-readable name, the host name by default.
+    pub name: String,
+    /// Base URI of the node's HTTP API as reachable from the receiving side,
+    /// e.g. `http://10.77.0.2:8082`.
+    pub uri: String,
+    /// What the node is doing.
+    pub state: NodeState,
+    /// herd version of the node.
+    pub version: String,
+}
+
+/// A controller's "who is there".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Protocol version, [`PROTOCOL_VERSION`].
+    pub herd: u32,
+}
+
+impl Datagram {
+    /// Reads a datagram; anything that is not a well-formed herd datagram of
+    /// this protocol version gives `None`. Never panics, whatever the bytes.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() > MAX_DATAGRAM_BYTES {
+            return None;
+        }
+        let datagram: Self = serde_json::from_slice(bytes).ok()?;
+        let version = match &datagram {
+            Self::Beacon(beacon) => beacon.herd,
+            Self::Probe(probe) => probe.herd,
+        };
+        (version == PROTOCOL_VERSION).then_some(datagram)
+    }
+
+    /// The datagram's bytes on the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing these plain structs cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// `GET /api/v1/node`: the node's identity and what it is doing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Stable id, kept in the node's work dir across restarts.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// herd version.
+    pub version: String,
+    /// Blender version, e.g. `3.4.1`.
+    pub blender_version: String,
+    /// Path of the Blender executable.
+    pub blender_path: String,
+    /// Process id of the loaded Blender, when one is running.
+    pub blender_pid: Option<u32>,
+    /// CPU cores the machine offers.
+    pub cores: usize,
+    /// What the node is doing.
+    pub state: NodeState,
+    /// The frame being rendered, if any.
+    pub current: Option<CurrentFrame>,
+    /// Renders waiting in the node's queue.
+    pub queued: usize,
+    /// Frames rendered successfully since start.
+    pub frames_rendered: u64,
+    /// Seconds since the node started.
+    pub uptime_secs: f64,
+}
+
+/// The frame a node is working on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CurrentFrame {
+    /// Render id.
+    pub render_id: String,
+    /// Frame number.
+    pub frame: i32,
+    /// 0.0 to 1.0, from Blender's own statistics.
+    pub progress: f32,
+}
+
+/// Output image format a render can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageFormat {
+    /// PNG, 8 bits per channel.
+    #[serde(rename = "PNG")]
+    Png,
+    /// JPEG.
+    #[serde(rename = "JPEG")]
+    Jpeg,
+    /// OpenEXR, floating point.
+    #[serde(rename = "OPEN_EXR")]
+    OpenExr,
+}
+
+/// Per-request changes to the file's own render settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// Resolution percentage, 1 to 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution_percent: Option<u32>,
+    /// Render samples (Cycles samples, EEVEE render samples), at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u32>,
+    /// Output format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ImageFormat>,
+}
+
+impl Overrides {
+    /// Checks the values are ones Blender accepts; the error says which is not.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(percent) = self.resolution_percent
+            && !(1..=1000).contains(&percent)
+        {
+            return Err(format!(
+                "resolution_percent {percent} is out of range: use 1 to 1000"
+            ));
+        }
+        if let Some(samples) = self.samples
+            && !(1..=16_777_216).contains(&samples)
+        {
+            return Err(format!(
+                "samples {samples} is out of range: use 1 to 16777216"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/v1/renders`: render one frame of an uploaded .blend.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderRequest {
+    /// SHA-256 (lowercase hex) of the .blend, uploaded before with
+    /// `PUT /api/v1/blobs/{sha256}`.
+    pub blob: String,
+    /// Frame number.
+    pub frame: i32,
+    /// Changes to the file's own settings.
+    #[serde(default)]
+    pub overrides: Overrides,
+}
+
+/// Answer to `POST /api/v1/renders`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenderCreated {
+    /// Id of the new render, for `/api/v1/renders/{id}`.
+    pub id: String,
+}
+
+/// Where a render is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenderState {
+    /// Waiting in the node's queue.
+    Queued,
+    /// Blender is starting or loading the .blend.
+    Loading,
+    /// Blender is rendering (or the image is being checked).
+    Rendering,
+    /// The image exists, decodes and has the expected size.
+    Done,
+    /// Blender or the image check failed; `error` says why.
+    Failed,
+    /// Cancelled by `DELETE` or by the node shutting down.
+    Cancelled,
+}
+
+impl RenderState {
+    /// Whether the render has ended, one way or another.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// `GET /api/v1/renders/{id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenderStatus {
+    /// Render id.
+    pub id: String,
+    /// SHA-256 of the .blend.
+    pub blob: String,
+    /// Frame number.
+    pub frame: i32,
+    /// Where the render is.
+    pub state: RenderState,
+    /// 0.0 to 1.0.
+    pub progress: f32,
+    /// Seconds Blender took to start and load the .blend for this frame, when
+    /// it had to.
+    pub load_secs: Option<f64>,
+    /// Seconds Blender took to render and save the frame.
+    pub render_secs: Option<f64>,
+    /// Seconds the render waited in the queue.
+    pub queued_secs: Option<f64>,
+    /// Image width in pixels, once done.
+    pub width: Option<u32>,
+    /// Image height in pixels, once done.
+    pub height: Option<u32>,
+    /// File extension of the image (`png`, `jpg`, `exr`), once done.
+    pub extension: Option<String>,
+    /// Why the render failed, in Blender's own words where it gave some.
+    pub error: Option<String>,
+    /// Blender's last output lines while this render ran.
+    pub log_tail: Vec<String>,
+}
+
+/// The body of every API error.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong and what to do about it.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beacon_round_trips() {
+        let beacon = Datagram::Beacon(Beacon {
+            herd: PROTOCOL_VERSION,
+            id: "abc".into(),
+            name: "box".into(),
+            uri: "http://10.77.0.2:8082".into(),
+            state: NodeState::Idle,
+            version: "0.1.0".into(),
+        });
+        assert_eq!(Datagram::parse(&beacon.to_bytes()), Some(beacon));
+    }
+
+    #[test]
+    fn garbage_and_other_versions_are_ignored() {
+        assert_eq!(Datagram::parse(b""), None);
+        assert_eq!(Datagram::parse(b"\xff\x00garbage"), None);
+        assert_eq!(Datagram::parse(br#"{"kind":"probe","herd":99}"#), None);
+        assert_eq!(Datagram::parse(br#"{"kind":"beacon","herd":1}"#), None);
+        let huge = vec![b' '; MAX_DATAGRAM_BYTES + 1];
+        assert_eq!(Datagram::parse(&huge), None);
+        assert_eq!(
+            Datagram::parse(br#"{"kind":"probe","herd":1}"#),
+            Some(Datagram::Probe(Probe { herd: 1 }))
+        );
+    }
+
+    #[test]
+    fn overrides_are_range_checked() {
+        assert!(Overrides::default().validate().is_ok());
+        let zero = Overrides {
+            resolution_percent: Some(0),
+            ..Overrides::default()
+        };
+        assert!(zero.validate().unwrap_err().contains("resolution_percent"));
+        let samples = Overrides {
+            samples: Some(0),
+            ..Overrides::default()
+        };
+        assert!(samples.validate().unwrap_err().contains("samples"));
+    }
+}
