@@ -1,0 +1,231 @@
+//! Helpers shared by the cross-process tests: start `herd node` on loopback
+//! with its own work dir and ports, talk to it, and make test scenes with the
+//! real Blender.
+
+#![allow(dead_code, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The demo scene shipped in the repository.
+pub fn demo_blend() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/demo.blend")
+}
+
+/// The Blender the tests use; fails loudly when there is none, since every
+/// test here is about the real Blender.
+pub fn blender() -> PathBuf {
+    herd::blender::locate(None).unwrap_or_else(|err| {
+        panic!("these tests need the real Blender: {err}");
+    })
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A `herd node --headless` child on 127.0.0.1 with loopback-only beacons.
+pub struct NodeProcess {
+    pub child: Child,
+    pub url: String,
+    pub discovery_port: u16,
+    pub work_dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+}
+
+impl NodeProcess {
+    pub fn start(extra_args: &[&str]) -> Self {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Self {
+        blender();
+        let work_dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
+        command
+            .args(["node", "--headless", "--port", "0", "--discovery-port", "0"])
+            .arg("--work-dir")
+            .arg(work_dir.path())
+            .args(extra_args)
+            .env("HERD_LOOPBACK_ONLY", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("node did not say where it listens: {line:?}"))
+            .trim_end_matches(',')
+            .to_string();
+        let discovery_port = line
+            .split("discovery on UDP ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("node did not say its discovery port: {line:?}"));
+        Self {
+            child,
+            url,
+            discovery_port,
+            work_dir,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1/{path}", self.url)
+    }
+
+    pub async fn info(&self) -> Value {
+        self.client
+            .get(self.api("node"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads `bytes` unless the node has them; returns the hash.
+    pub async fn upload(&self, bytes: Vec<u8>) -> String {
+        let hash = sha256(&bytes);
+        let blob = self.api(&format!("blobs/{hash}"));
+        let head = self.client.head(&blob).send().await.unwrap();
+        if head.status() == 404 {
+            let put = self.client.put(&blob).body(bytes).send().await.unwrap();
+            assert_eq!(put.status(), 201, "upload refused: {:?}", put.text().await);
+        } else {
+            assert_eq!(head.status(), 200);
+        }
+        hash
+    }
+
+    pub async fn queue(&self, blob: &str, frame: i32, overrides: Value) -> String {
+        let body = serde_json::json!({"blob": blob, "frame": frame, "overrides": overrides});
+        let response = self
+            .client
+            .post(self.api("renders"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let created: Value = response.json().await.unwrap();
+        created["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn status(&self, id: &str) -> Value {
+        self.client
+            .get(self.api(&format!("renders/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls a render until it ends (done, failed, cancelled).
+    pub async fn wait_final(&self, id: &str, limit: Duration) -> Value {
+        self.wait_until(id, limit, |status| {
+            matches!(
+                status["state"].as_str(),
+                Some("done" | "failed" | "cancelled")
+            )
+        })
+        .await
+    }
+
+    pub async fn wait_until(
+        &self,
+        id: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let started = Instant::now();
+        loop {
+            let status = self.status(id).await;
+            if done(&status) {
+                return status;
+            }
+            assert!(started.elapsed() < limit, "render {id} stuck: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let response = self.client.get(self.api(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.bytes().await.unwrap().to_vec())
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        wait_exit(&mut self.child, Duration::from_secs(20))
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "process did not exit in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Saves a copy of the demo scene changed by a line of Blender Python
+/// (`scene` is bound to the scene), e.g. to turn denoising on.
+pub fn demo_variant(dir: &Path, name: &str, change: &str) -> PathBuf {
+    let out = dir.join(name);
+    let script = format!(
+        "import bpy\nscene = bpy.context.scene\n{change}\nbpy.ops.wm.save_as_mainfile(filepath={:?})\n",
+        out.display().to_string()
+    );
+    let status = Command::new(blender())
+        .args(["-b", "--factory-startup", "-noaudio"])
+        .arg(demo_blend())
+        .arg("--python-expr")
+        .arg(script)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success() && out.exists(), "could not make {name}");
+    out
+}
+
+/// Whether the tests run as root (network namespaces need it). When not,
+/// says so on stderr so the skip is visible.
+pub fn root_or_skip(test: &str) -> bool {
+    let output = Command::new("id").arg("-u").output();
+    let root = output.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if !root {
+        eprintln!("SKIPPED {test}: needs root to build network namespaces (CI runs it as root)");
+    }
+    root
+}
