@@ -2,6 +2,8 @@
 //! no socket and no Blender (nothing here renders). What crosses a real
 //! network or needs Blender lives in `node_e2e.rs`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

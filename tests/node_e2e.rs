@@ -2,6 +2,8 @@
 //! loopback (HERD_LOOPBACK_ONLY=1): uploads, renders, failures, beacons and
 //! shutdown, all through the real binary and its HTTP API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::UdpSocket;

@@ -2,7 +2,7 @@
 //! with its own work dir and ports, talk to it, and make test scenes with the
 //! real Blender.
 
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
