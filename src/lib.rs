@@ -4,8 +4,10 @@
 //! - [`lan`]: interfaces, subnets, who may connect, the loopback-only switch.
 //! - [`blender`]: Blender kept loaded in a child process.
 //! - [`node`]: the render node (HTTP API, renderer, beacon).
+//! - [`controller`]: finding nodes on the LAN.
 
 pub mod blender;
+pub mod controller;
 pub mod lan;
 pub mod node;
 pub mod wire;

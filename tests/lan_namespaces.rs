@@ -1,0 +1,112 @@
+//! Tests across a LAN of network namespaces (see `common/netns.rs`): real
+//! broadcast discovery between hosts and the node's LAN-only guard. They need
+//! root; without it each prints that it is skipped. CI runs them as root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns::Lan;
+use serde_json::Value;
+
+const HERD: &str = env!("CARGO_BIN_EXE_herd");
+
+/// Starts `herd node` on `host` with default ports and waits until it listens.
+fn start_node(lan: &Lan, host: &str, work_dir: &std::path::Path) -> Child {
+    let mut child = lan
+        .command(host, HERD)
+        .args([
+            "node",
+            "--headless",
+            "--name",
+            host,
+            "--announce-interval",
+            "60",
+        ])
+        .arg("--work-dir")
+        .arg(work_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on http://0.0.0.0:8082"), "{line}");
+    child
+}
+
+/// Runs `herd nodes --json` on `host` and returns the list it prints.
+fn list_nodes(lan: &Lan, host: &str, args: &[&str]) -> Vec<Value> {
+    let output = lan
+        .command(host, HERD)
+        .args(["nodes", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn node_on_one_host_is_heard_on_another_by_broadcast_needs_root() {
+    if !common::root_or_skip("node_on_one_host_is_heard_on_another_by_broadcast") {
+        return;
+    }
+    let lan = Lan::up(3);
+    let work = tempfile::tempdir().unwrap();
+    let mut node = start_node(&lan, "h1", work.path());
+
+    // The probe is answered at once: the node's period is 60 s, the wait 1 s.
+    let asked = Instant::now();
+    let found = list_nodes(&lan, "h2", &["--wait", "1"]);
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["uri"], "http://10.77.0.1:8082");
+    assert_eq!(found[0]["name"], "h1");
+    assert_eq!(found[0]["state"], "idle");
+    assert_eq!(found[0]["blender_version"], "3.4.1");
+
+    // A second host hears it too; a host on its own hears nothing once cut.
+    assert_eq!(list_nodes(&lan, "h3", &["--wait", "1"]).len(), 1);
+    lan.cut("h3");
+    assert_eq!(list_nodes(&lan, "h3", &["--wait", "1"]).len(), 0);
+    lan.heal("h3");
+    assert_eq!(list_nodes(&lan, "h3", &["--wait", "1"]).len(), 1);
+    let _ = node.kill();
+    let _ = node.wait();
+}
+
+#[test]
+fn clients_outside_the_subnet_are_refused_needs_root() {
+    if !common::root_or_skip("clients_outside_the_subnet_are_refused") {
+        return;
+    }
+    let lan = Lan::up(2);
+    lan.plug("out", "10.78.0.9/24");
+    let work = tempfile::tempdir().unwrap();
+    let mut node = start_node(&lan, "h1", work.path());
+    let uri = "http://10.77.0.1:8082";
+
+    let inside = list_nodes(&lan, "h2", &["--no-discovery", "--node", uri]);
+    assert_eq!(inside[0]["name"], "h1", "{inside:?}");
+
+    let outside = list_nodes(&lan, "out", &["--no-discovery", "--node", uri]);
+    let error = outside[0]["error"].as_str().unwrap();
+    assert!(error.contains("403"), "{error}");
+    assert!(
+        error.contains("not on this node's local network"),
+        "{error}"
+    );
+    let _ = node.kill();
+    let _ = node.wait();
+}
