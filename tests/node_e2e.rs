@@ -272,3 +272,31 @@ async fn missing_blender_is_a_clear_error() {
     );
     assert!(stderr.contains("--blender PATH"), "{stderr}");
 }
+
+#[tokio::test]
+async fn hung_blender_is_killed_after_the_frame_timeout() {
+    let node = NodeProcess::start(&["--frame-timeout", "3"]);
+    let hash = node.upload(std::fs::read(demo_blend()).unwrap()).await;
+    let slow = node.queue(&hash, 1, json!({"samples": 100000})).await;
+    node.wait_until(&slow, FRAME_LIMIT, |status| status["state"] == "rendering")
+        .await;
+    let pid = node.info().await["blender_pid"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    let stopped = Instant::now();
+    let status = node.wait_final(&slow, FRAME_LIMIT).await;
+    assert_eq!(status["state"], "failed");
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains("Blender printed nothing for 3 s and was killed"),
+        "{error}"
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(15));
+    let next = node.queue(&hash, 2, json!({})).await;
+    assert_eq!(node.wait_final(&next, FRAME_LIMIT).await["state"], "done");
+}

@@ -1,0 +1,241 @@
+//! Benchmark (not a test): one node rendering a whole animation through its
+//! HTTP API, against Blender rendering it natively in one process
+//! (`blender -b FILE -a`) and against one Blender launch per frame
+//! (`blender -b FILE -f N`, how most farm workers run Blender). All three run
+//! on this machine with the same thread count, interleaved, several times;
+//! the figures are medians and ratios against the native anchor of the same
+//! run.
+//!
+//! ```text
+//! cargo build --release && cargo run --release --example bench_node -- \
+//!     [--blend assets/demo/demo.blend] [--frames 24] [--reps 5] [--threads 2]
+//! ```
+//!
+//! The node runs with HERD_LOOPBACK_ONLY=1; a fresh node is started for each
+//! repetition, so its figure includes starting Blender and loading the scene.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+struct Options {
+    blend: PathBuf,
+    frames: i32,
+    reps: usize,
+    threads: u32,
+    herd: PathBuf,
+}
+
+fn options() -> Options {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut options = Options {
+        blend: root.join("assets/demo/demo.blend"),
+        frames: 24,
+        reps: 5,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        herd: root.join("target/release/herd"),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).expect("every option takes a value");
+        match pair[0].as_str() {
+            "--blend" => options.blend = value.into(),
+            "--frames" => options.frames = value.parse().expect("--frames N"),
+            "--reps" => options.reps = value.parse().expect("--reps N"),
+            "--threads" => options.threads = value.parse().expect("--threads N"),
+            "--herd" => options.herd = value.into(),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    options
+}
+
+fn blender(options: &Options, out: &Path) -> Command {
+    let mut command = Command::new("blender");
+    command
+        .arg("-b")
+        .arg(&options.blend)
+        .args(["-noaudio", "-t", &options.threads.to_string()])
+        .arg("-o")
+        .arg(out.join("f_####"))
+        .args(["-F", "PNG"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+fn native(options: &Options) -> f64 {
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let status = blender(options, out.path())
+        .args(["-s", "1", "-e", &options.frames.to_string(), "-a"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    started.elapsed().as_secs_f64()
+}
+
+fn per_frame(options: &Options) -> f64 {
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    for frame in 1..=options.frames {
+        let status = blender(options, out.path())
+            .args(["-f", &frame.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    started.elapsed().as_secs_f64()
+}
+
+async fn herd(options: &Options) -> f64 {
+    let work = tempfile::tempdir().unwrap();
+    let mut child = Command::new(&options.herd)
+        .args(["node", "--headless", "--port", "0", "--discovery-port", "0"])
+        .args(["--threads", &options.threads.to_string()])
+        .arg("--work-dir")
+        .arg(work.path())
+        .env("HERD_LOOPBACK_ONLY", "1")
+        .env("HERD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap()
+        .trim_end_matches(',')
+        .to_string();
+    let client = reqwest::Client::new();
+    let api = |path: &str| format!("{url}/api/v1/{path}");
+
+    let started = Instant::now();
+    let bytes = std::fs::read(&options.blend).unwrap();
+    let hash = hex::encode(Sha256::digest(&bytes));
+    let put = client
+        .put(api(&format!("blobs/{hash}")))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let mut ids = Vec::new();
+    for frame in 1..=options.frames {
+        let body = serde_json::json!({"blob": hash, "frame": frame});
+        let created: serde_json::Value = client
+            .post(api("renders"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    for id in ids {
+        loop {
+            let status: serde_json::Value = client
+                .get(api(&format!("renders/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match status["state"].as_str() {
+                Some("done") => break,
+                Some("failed" | "cancelled") => panic!("frame failed: {status}"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let image = client
+            .get(api(&format!("renders/{id}/image")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        image::load_from_memory(&image).unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = client.post(api("stop")).send().await;
+    let _ = child.wait();
+    secs
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let options = options();
+    assert!(
+        options.herd.is_file(),
+        "{} missing: cargo build --release first",
+        options.herd.display()
+    );
+    let (mut natives, mut herds, mut launches) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 1..=options.reps {
+        // Rotate the order so drift in the machine's load spreads evenly.
+        let mut order = ["native", "herd", "per-frame"];
+        order.rotate_left(rep % 3);
+        for which in order {
+            match which {
+                "native" => natives.push(native(&options)),
+                "herd" => herds.push(herd(&options).await),
+                _ => launches.push(per_frame(&options)),
+            }
+        }
+        eprintln!(
+            "rep {rep}: native {:.2} s, herd {:.2} s, per-frame {:.2} s",
+            natives[rep - 1],
+            herds[rep - 1],
+            launches[rep - 1]
+        );
+    }
+    let ratios: Vec<f64> = herds.iter().zip(&natives).map(|(h, n)| h / n).collect();
+    let launch_ratios: Vec<f64> = launches.iter().zip(&herds).map(|(l, h)| l / h).collect();
+    println!(
+        "{} frames of {}, {} threads, {} repetitions (medians):",
+        options.frames,
+        options.blend.display(),
+        options.threads,
+        options.reps
+    );
+    println!("| way | wall (s) | ratio |");
+    println!("|---|---|---|");
+    println!(
+        "| `blender -b -a` (anchor) | {:.2} | 1.00 |",
+        median(&natives)
+    );
+    println!(
+        "| herd node via API | {:.2} | {:.3} × native (median of per-run ratios) |",
+        median(&herds),
+        median(&ratios)
+    );
+    println!(
+        "| `blender -b -f N` per frame | {:.2} | {:.2} × native; herd is {:.2} × faster |",
+        median(&launches),
+        median(&launches) / median(&natives),
+        median(&launch_ratios)
+    );
+}
