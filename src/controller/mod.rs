@@ -4,3 +4,5 @@
 //! node over its API. The job engine builds on it.
 
 pub mod discovery;
+pub mod frames;
+pub mod scheduler;
