@@ -19,17 +19,27 @@ enum Command {
     Node(commands::node::NodeArgs),
     /// List the nodes on the LAN: probe, hear their beacons, confirm each.
     Nodes(commands::nodes::NodesArgs),
+    /// Render a .blend across the LAN: find nodes, send the file, collect the frames.
+    Render(commands::render::RenderArgs),
+    /// Read a .blend's scene: frame range, resolution, engine, samples, format; `--json` for scripts.
+    Inspect(commands::inspect::InspectArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // A node logs what it does; the other commands show their own output
+    // and log only warnings (HERD_LOG overrides both).
+    let default_filter = match cli.command {
+        Command::Node(_) => "herd=info",
+        _ => "herd=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HERD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herd=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -48,5 +58,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Node(args) => runtime.block_on(commands::node::run(args)),
         Command::Nodes(args) => runtime.block_on(commands::nodes::run(args)),
+        Command::Render(args) => runtime.block_on(commands::render::run(args)),
+        Command::Inspect(args) => runtime.block_on(commands::inspect::run(args)),
     }
 }

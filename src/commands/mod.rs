@@ -1,4 +1,6 @@
 //! The subcommands, one module each.
 
+pub mod inspect;
 pub mod node;
 pub mod nodes;
+pub mod render;

@@ -49,10 +49,12 @@ pub fn parse_frames(list: &str) -> Result<Vec<i32>, FrameListError> {
             .find(|(_, c)| *c == '-')
             .map(|(at, _)| at);
         let number = |text: &str| -> Result<i64, FrameListError> {
-            let value: i64 = text
-                .trim()
-                .parse()
-                .map_err(|_| fail(format!("'{}' in '{item}' is not a frame number", text.trim())))?;
+            let value: i64 = text.trim().parse().map_err(|_| {
+                fail(format!(
+                    "'{}' in '{item}' is not a frame number",
+                    text.trim()
+                ))
+            })?;
             let (lowest, highest) = (*FRAME_RANGE.start(), *FRAME_RANGE.end());
             if value < i64::from(lowest) || value > i64::from(highest) {
                 return Err(fail(format!(
@@ -113,7 +115,10 @@ mod tests {
     #[test]
     fn parses_ranges_singles_and_steps() {
         assert_eq!(parse_frames("1-3,7").unwrap(), vec![1, 2, 3, 7]);
-        assert_eq!(parse_frames("40-50x2").unwrap(), vec![40, 42, 44, 46, 48, 50]);
+        assert_eq!(
+            parse_frames("40-50x2").unwrap(),
+            vec![40, 42, 44, 46, 48, 50]
+        );
         assert_eq!(parse_frames(" 5 , 1-2 ,5").unwrap(), vec![1, 2, 5]);
         assert_eq!(parse_frames("0-2").unwrap(), vec![0, 1, 2]);
         assert_eq!(parse_frames("-3--1").unwrap(), vec![-3, -2, -1]);

@@ -1,8 +1,18 @@
-//! Controller mode: finds nodes on the LAN and talks to them.
+//! Controller mode: finds nodes on the LAN and drives a render job across
+//! them.
 //!
-//! Today this is discovery ([`discovery`]): probe, hear beacons, confirm each
-//! node over its API. The job engine builds on it.
+//! - [`scheduler`]: the pure scheduling core (no I/O).
+//! - [`engine`]: the async driver around it, a library for CLI and window.
+//! - [`remote`]: one task per node (upload, render, poll, download).
+//! - [`discovery`]: probe, beacons, confirming nodes.
+//! - [`output`], [`journal`]: the output folder and the resume log.
+//! - [`frames`]: frame lists like `1-24,30,40-50x2`.
 
 pub mod discovery;
+pub mod engine;
 pub mod frames;
+pub mod inspect;
+pub mod journal;
+pub mod output;
+pub mod remote;
 pub mod scheduler;

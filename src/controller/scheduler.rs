@@ -348,7 +348,10 @@ impl Scheduler {
     }
 
     fn count(&self, state: FrameState) -> usize {
-        self.frames.iter().filter(|frame| frame.state == state).count()
+        self.frames
+            .iter()
+            .filter(|frame| frame.state == state)
+            .count()
     }
 
     /// Whether every frame is done or failed.
@@ -478,8 +481,11 @@ impl Scheduler {
         let Some(entry) = self.frames.get_mut(frame) else {
             return;
         };
-        if entry.run_mut(node).is_none() {
-            return;
+        match entry.run_mut(node) {
+            None => return,
+            // Reported again: it is already being fetched.
+            Some(run) if run.phase == Phase::Downloading => return,
+            Some(_) => {}
         }
         if matches!(entry.state, FrameState::Downloading | FrameState::Done) {
             // Another node's image of this frame already won.
@@ -503,10 +509,7 @@ impl Scheduler {
         }
         for loser in losers {
             self.release(loser, frame);
-            decisions.push(Decision::Cancel {
-                node: loser,
-                frame,
-            });
+            decisions.push(Decision::Cancel { node: loser, frame });
         }
         decisions.push(Decision::Download { node, frame });
     }
@@ -547,7 +550,13 @@ impl Scheduler {
         }
     }
 
-    fn failed(&mut self, node: NodeId, frame: FrameIndex, error: String, decisions: &mut Vec<Decision>) {
+    fn failed(
+        &mut self,
+        node: NodeId,
+        frame: FrameIndex,
+        error: String,
+        decisions: &mut Vec<Decision>,
+    ) {
         let Some(entry) = self.frames.get_mut(frame) else {
             return;
         };
@@ -654,9 +663,10 @@ impl Scheduler {
     /// The next queued frame for `node`: the first that has not failed on
     /// it, or, when no other eligible node could take it, the first at all.
     fn next_for(&self, node: NodeId, eligible: &[NodeId]) -> Option<usize> {
-        let fresh = self.queue.iter().position(|&frame| {
-            !self.frames[frame].failed_on.contains(&node)
-        });
+        let fresh = self
+            .queue
+            .iter()
+            .position(|&frame| !self.frames[frame].failed_on.contains(&node));
         fresh.or_else(|| {
             self.queue.iter().position(|&frame| {
                 let failed_on = &self.frames[frame].failed_on;
@@ -724,15 +734,19 @@ impl Scheduler {
     /// A frame assigned to a node but waiting behind another of its frames.
     fn waiting_behind(&self) -> Option<(NodeId, FrameIndex)> {
         self.nodes.iter().find_map(|(&node, slot)| {
-            slot.runs.iter().skip(1).copied().find(|&frame| {
-                let entry = &self.frames[frame];
-                entry.runs.len() == 1
-                    && entry
-                        .runs
-                        .iter()
-                        .any(|run| run.node == node && run.phase == Phase::Assigned)
-            })
-            .map(|frame| (node, frame))
+            slot.runs
+                .iter()
+                .skip(1)
+                .copied()
+                .find(|&frame| {
+                    let entry = &self.frames[frame];
+                    entry.runs.len() == 1
+                        && entry
+                            .runs
+                            .iter()
+                            .any(|run| run.node == node && run.phase == Phase::Assigned)
+                })
+                .map(|frame| (node, frame))
         })
     }
 
@@ -967,7 +981,11 @@ mod tests {
             assert_eq!(slot.held().len(), 2);
         }
         assert_eq!(
-            sim.scheduler.frames().iter().filter(|f| f.state == FrameState::Queued).count(),
+            sim.scheduler
+                .frames()
+                .iter()
+                .filter(|f| f.state == FrameState::Queued)
+                .count(),
             6
         );
     }
@@ -1065,7 +1083,10 @@ mod tests {
             panic!("expected stuck, got {:?}", sim.outcome);
         };
         assert!(reason.contains("cannot render"), "{reason}");
-        assert!(sim.now < 20.0, "stopped early, not after 50 frames × 3 tries");
+        assert!(
+            sim.now < 20.0,
+            "stopped early, not after 50 frames × 3 tries"
+        );
         assert!(sim.written.is_empty());
     }
 
@@ -1083,7 +1104,13 @@ mod tests {
         for frame in sim.scheduler.frames() {
             assert_eq!(frame.state, FrameState::Failed);
             assert_eq!(frame.failures, 3, "retried on the only node there is");
-            assert!(frame.last_error.as_deref().unwrap().contains("cannot render"));
+            assert!(
+                frame
+                    .last_error
+                    .as_deref()
+                    .unwrap()
+                    .contains("cannot render")
+            );
         }
     }
 
@@ -1095,7 +1122,11 @@ mod tests {
         sim.run(1000.0);
         assert_eq!(sim.outcome, Some(Decision::Finished));
         sim.assert_each_frame_written_once();
-        assert!(sim.now < 20.0, "the slow node's frame was taken over: {}", sim.now);
+        assert!(
+            sim.now < 20.0,
+            "the slow node's frame was taken over: {}",
+            sim.now
+        );
         assert!(sim.cancels >= 1, "the slow run was cancelled");
     }
 
@@ -1118,7 +1149,10 @@ mod tests {
         sim.add_node(1, 1.0);
         sim.add_node(2, 1.0);
         sim.run(1.5);
-        sim.event(Event::NodePaused { node: 2, paused: true });
+        sim.event(Event::NodePaused {
+            node: 2,
+            paused: true,
+        });
         let done_before = sim.scheduler.nodes()[&2].done;
         sim.run(100.0);
         sim.assert_each_frame_written_once();
@@ -1131,7 +1165,10 @@ mod tests {
         let mut sim = Sim::new(4, SchedulerConfig::default());
         sim.add_node(1, 1.0);
         sim.add_node(2, 1.0);
-        sim.event(Event::NodeEnabled { node: 2, enabled: false });
+        sim.event(Event::NodeEnabled {
+            node: 2,
+            enabled: false,
+        });
         assert!(sim.scheduler.nodes()[&2].held().len() <= 1);
         sim.run(100.0);
         sim.assert_each_frame_written_once();
@@ -1175,7 +1212,10 @@ mod tests {
         let remaining = 100 - sim.scheduler.done_count();
         // 1/1 + 1/3 frames per second.
         let expected = remaining as f64 / (1.0 + 1.0 / 3.0);
-        assert!((eta - expected).abs() / expected < 0.1, "{eta} vs {expected}");
+        assert!(
+            (eta - expected).abs() / expected < 0.1,
+            "{eta} vs {expected}"
+        );
     }
 
     #[test]

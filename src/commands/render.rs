@@ -1,0 +1,340 @@
+//! `herd render FILE.blend`: render a job across the LAN from the command
+//! line, with a progress bar (or one JSON event a line) and a summary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use herd::blender::{self, BlenderConfig};
+use herd::controller::engine::{
+    self, EngineCommand, EngineConfig, EngineEvent, JobSpec, JobSummary, NodeCheck, NodeStatus,
+    NodeView, Outcome,
+};
+use herd::controller::frames::parse_frames;
+use herd::controller::inspect;
+use herd::controller::output::{OutputDir, format_from_blender};
+use herd::controller::scheduler::SchedulerConfig;
+use herd::node::NodeConfig;
+use herd::wire::{DEFAULT_PORT, ImageFormat, Overrides};
+
+/// Options of `herd render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The .blend to render.
+    pub file: PathBuf,
+    /// Frames to render, e.g. 1-24,30,40-50x2 (default: the scene's range).
+    #[arg(long)]
+    pub frames: Option<String>,
+    /// Output folder (default: <blend name>_frames/ next to the .blend).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A node to use, e.g. http://10.0.0.5:8082 (repeatable).
+    #[arg(long, value_name = "URI")]
+    pub node: Vec<String>,
+    /// Do not render on this machine.
+    #[arg(long)]
+    pub no_local: bool,
+    /// Render threads of this machine's own node (default: all cores).
+    #[arg(long)]
+    pub local_threads: Option<u32>,
+    /// Do not look for nodes on the LAN; use only --node and the local node.
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// UDP port nodes announce on.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub discovery_port: u16,
+    /// Renders of one frame before it counts as failed.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Resolution percentage instead of the file's.
+    #[arg(long)]
+    pub resolution_percent: Option<u32>,
+    /// Samples instead of the file's.
+    #[arg(long)]
+    pub samples: Option<u32>,
+    /// Output format instead of the file's: PNG, JPEG or OPEN_EXR.
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<ImageFormat>,
+    /// Render frames again even when a valid image is in the output folder.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Shared secret of the nodes (their --token).
+    #[arg(long, env = "HERD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Blender executable for reading the file and for the local node.
+    #[arg(long, env = "HERD_BLENDER")]
+    pub blender: Option<PathBuf>,
+    /// Work dir of the local node (default: the user's cache dir).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Print one JSON event per line instead of a progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_format(text: &str) -> Result<ImageFormat, String> {
+    format_from_blender(&text.to_ascii_uppercase())
+        .ok_or_else(|| format!("'{text}' is not a format herd collects: use PNG, JPEG or OPEN_EXR"))
+}
+
+/// Runs `herd render`.
+pub async fn run(args: RenderArgs) -> Result<()> {
+    let blender_path = blender::locate(args.blender.as_deref())?;
+    let scene = inspect::inspect(&blender_path, &args.file).await?;
+    let frames = match &args.frames {
+        Some(list) => parse_frames(list)?,
+        None => {
+            let step = usize::try_from(scene.frame_step.max(1)).unwrap_or(1);
+            (scene.frame_start..=scene.frame_end)
+                .step_by(step)
+                .collect()
+        }
+    };
+    if frames.is_empty() {
+        bail!(
+            "{} has no frames to render (scene range {}..{})",
+            args.file.display(),
+            scene.frame_start,
+            scene.frame_end
+        );
+    }
+    let overrides = Overrides {
+        resolution_percent: args.resolution_percent,
+        samples: args.samples,
+        format: args.format,
+    };
+    overrides.validate().map_err(anyhow::Error::msg)?;
+    let format = args
+        .format
+        .or_else(|| format_from_blender(&scene.file_format))
+        .unwrap_or(ImageFormat::Png);
+    let overrides = Overrides {
+        // A file format herd cannot check (TIFF, a movie) renders as PNG.
+        format: Some(format),
+        ..overrides
+    };
+    let percent = args
+        .resolution_percent
+        .unwrap_or(scene.resolution_percentage);
+    let expected_size = Some((
+        scene.resolution_x * percent / 100,
+        scene.resolution_y * percent / 100,
+    ));
+    let output_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| OutputDir::default_dir(&args.file));
+
+    let header = inspect::read_header(&args.file)?;
+    let file = args.file.clone();
+    let node_check: NodeCheck = Arc::new(move |info| {
+        inspect::check_compatible(&file, header.version, &info.blender_version)
+            .map_err(|err| err.to_string())
+    });
+    let local = if args.no_local {
+        None
+    } else {
+        Some(local_node(&args, blender_path.clone()).await?)
+    };
+    let spec = JobSpec {
+        blend: args.file.clone(),
+        frames,
+        output_dir,
+        format,
+        overrides,
+        expected_size,
+        overwrite: args.overwrite,
+        node_check: Some(node_check),
+    };
+    let config = EngineConfig {
+        nodes: args.node.clone(),
+        discovery_port: (!args.no_discovery).then_some(args.discovery_port),
+        local,
+        token: args.token.clone(),
+        scheduler: SchedulerConfig {
+            max_attempts: args.retries.max(1),
+            ..SchedulerConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    if !args.json {
+        for warning in &scene.warnings {
+            eprintln!("warning: {warning}");
+        }
+    }
+    let summary = drive(engine::start(spec, config, None), args.json).await?;
+    if !args.json {
+        print_summary(&summary);
+    }
+    match &summary.outcome {
+        Outcome::Complete => Ok(()),
+        Outcome::Cancelled => bail!(
+            "cancelled: {} of {} frames done",
+            summary.frames_done,
+            summary.frames_total
+        ),
+        Outcome::Stuck { reason } => bail!("the job stopped: {reason}"),
+        Outcome::Incomplete => {
+            let failed: Vec<String> = summary
+                .failed
+                .iter()
+                .map(|(frame, error)| format!("  frame {frame}: {error}"))
+                .collect();
+            bail!(
+                "{} frames failed:\n{}",
+                summary.failed.len(),
+                failed.join("\n")
+            )
+        }
+    }
+}
+
+async fn local_node(args: &RenderArgs, blender_path: PathBuf) -> Result<NodeConfig> {
+    let blender_version = blender::version(&blender_path).await?;
+    let work_dir = match &args.work_dir {
+        Some(dir) => dir.clone(),
+        None => directories::ProjectDirs::from("", "", "herd")
+            .map(|dirs| dirs.cache_dir().join("local-node"))
+            .context("no cache dir for this user: pass --work-dir")?,
+    };
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    Ok(NodeConfig {
+        name: format!("{host} (local)"),
+        work_dir: work_dir.clone(),
+        cache_size_bytes: 20 << 30,
+        blender: BlenderConfig {
+            path: blender_path,
+            threads: args.local_threads,
+            allow_scripts: false,
+            frame_timeout: Duration::from_secs(600),
+            script_dir: work_dir,
+        },
+        blender_version,
+        allow: Vec::new(),
+        token: None,
+    })
+}
+
+/// Shows the job's events until it ends; Ctrl-C cancels it cleanly.
+async fn drive(mut handle: engine::EngineHandle, json: bool) -> Result<JobSummary> {
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} frames  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut nodes: std::collections::BTreeMap<u32, NodeView> = Default::default();
+    let mut eta = String::new();
+    let cancel = handle.commands.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = cancel.send(EngineCommand::Cancel).await;
+        }
+    });
+    while let Some(event) = handle.events.recv().await {
+        if json {
+            println!("{}", serde_json::to_string(&event)?);
+            continue;
+        }
+        match event {
+            EngineEvent::Started {
+                total,
+                skipped,
+                output_dir,
+            } => {
+                bar.set_length(total as u64);
+                bar.set_position(skipped as u64);
+                say(
+                    &bar,
+                    format!("rendering {total} frames into {}", output_dir.display()),
+                );
+                if skipped > 0 {
+                    say(
+                        &bar,
+                        format!("{skipped} frames are there already and are skipped"),
+                    );
+                }
+            }
+            EngineEvent::Node(view) => {
+                nodes.insert(view.id, view);
+            }
+            EngineEvent::Frame(_) => {}
+            EngineEvent::Progress(progress) => {
+                bar.set_position(progress.done as u64);
+                eta = progress
+                    .eta_secs
+                    .map_or_else(String::new, |secs| format!("ETA {} ", clock(secs)));
+            }
+            EngineEvent::Log { message } => say(&bar, message),
+            EngineEvent::Finished(_) => break,
+        }
+        bar.set_message(format!("{eta}{}", activity(&nodes)));
+    }
+    bar.finish_and_clear();
+    handle
+        .task
+        .await
+        .context("the job engine crashed")?
+        .map_err(anyhow::Error::from)
+}
+
+/// Prints above the bar, or plainly when there is no terminal for it.
+fn say(bar: &ProgressBar, message: String) {
+    if bar.is_hidden() {
+        eprintln!("{message}");
+    } else {
+        bar.println(message);
+    }
+}
+
+fn activity(nodes: &std::collections::BTreeMap<u32, NodeView>) -> String {
+    nodes
+        .values()
+        .filter_map(|node| match (node.status, node.current) {
+            (NodeStatus::Rendering, Some((frame, progress))) => {
+                Some(format!("{}: {frame} {:.0}%", node.name, progress * 100.0))
+            }
+            (NodeStatus::Rendering | NodeStatus::Idle | NodeStatus::Loading, _) => None,
+            (status, _) => Some(format!("{}: {status:?}", node.name).to_lowercase()),
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn clock(secs: f64) -> String {
+    let secs = secs.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+fn print_summary(summary: &JobSummary) {
+    println!();
+    println!(
+        "{:<28} {:>7} {:>12} {:>9}",
+        "NODE", "FRAMES", "S/FRAME", "FAILURES"
+    );
+    for node in &summary.nodes {
+        let mean = node
+            .mean_secs
+            .map_or_else(|| "-".into(), |secs| format!("{secs:.2}"));
+        println!(
+            "{:<28} {:>7} {:>12} {:>9}",
+            node.name, node.frames, mean, node.failures
+        );
+    }
+    println!(
+        "{} of {} frames done ({} already there), {} retries, wall time {}",
+        summary.frames_done,
+        summary.frames_total,
+        summary.frames_skipped,
+        summary.retries,
+        clock(summary.wall_secs)
+    );
+    println!("output: {}", summary.output_dir.display());
+}

@@ -1,0 +1,1052 @@
+//! The job engine: drives one render job across the nodes it finds. It is a
+//! library for the command line and the window alike: commands in
+//! ([`EngineCommand`]), events out ([`EngineEvent`]), nothing printed.
+//!
+//! Around the pure [`Scheduler`] it does the I/O: discovery (beacons and a
+//! probe), confirming nodes over their API, one task per node
+//! ([`super::remote`]) for uploads, renders and downloads, the in-process
+//! local node, the output folder and the journal that makes a killed job
+//! resume where it was.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::discovery;
+use super::frames::format_frames;
+use super::journal::{JobRecord, Journal};
+use super::output::OutputDir;
+use super::remote::{self, FromNode, JobContext, Report, ToNode};
+use super::scheduler::{
+    Decision, Event, FrameIndex, FrameState, NodeId, Scheduler, SchedulerConfig,
+};
+use crate::lan;
+use crate::node::{self, Node, NodeConfig};
+use crate::wire::{Datagram, ImageFormat, MAX_DATAGRAM_BYTES, NodeInfo, NodeState, Overrides};
+
+/// Checks whether a node can render the job (e.g. its Blender can open the
+/// file); the error says why not.
+pub type NodeCheck = Arc<dyn Fn(&NodeInfo) -> Result<(), String> + Send + Sync>;
+
+/// What to render.
+#[derive(Clone)]
+pub struct JobSpec {
+    /// The .blend.
+    pub blend: PathBuf,
+    /// Frame numbers, in render order.
+    pub frames: Vec<i32>,
+    /// Output folder.
+    pub output_dir: PathBuf,
+    /// Output format (the file's own, or the override).
+    pub format: ImageFormat,
+    /// Overrides of the file's settings sent with every frame.
+    pub overrides: Overrides,
+    /// The size every frame must have, when known.
+    pub expected_size: Option<(u32, u32)>,
+    /// Render frames again even when a valid image is in the output folder.
+    pub overwrite: bool,
+    /// Refuses nodes that cannot render this file.
+    pub node_check: Option<NodeCheck>,
+}
+
+impl std::fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobSpec")
+            .field("blend", &self.blend)
+            .field("frames", &self.frames.len())
+            .field("output_dir", &self.output_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where to find nodes and how to treat them.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Nodes given by hand (`http://HOST:PORT`).
+    pub nodes: Vec<String>,
+    /// UDP port to hear beacons on; `None`: no discovery.
+    pub discovery_port: Option<u16>,
+    /// The controller's own node, run in-process on loopback; `None`: none.
+    pub local: Option<NodeConfig>,
+    /// Shared secret of the nodes.
+    pub token: Option<String>,
+    /// Scheduling rules.
+    pub scheduler: SchedulerConfig,
+    /// How often each node's renders are polled.
+    pub poll_interval: Duration,
+    /// How long a node may fail to answer before its frames go elsewhere.
+    pub loss_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            discovery_port: Some(crate::wire::DEFAULT_PORT),
+            local: None,
+            token: None,
+            scheduler: SchedulerConfig::default(),
+            poll_interval: Duration::from_millis(200),
+            loss_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the user asks of a running job.
+#[derive(Debug, Clone)]
+pub enum EngineCommand {
+    /// Stop the job; frames in the output folder stay.
+    Cancel,
+    /// Add a node by address.
+    AddNode(String),
+    /// Leave a node in or out of the job.
+    SetNodeEnabled {
+        /// The node.
+        node: NodeId,
+        /// In the job.
+        enabled: bool,
+    },
+}
+
+/// A node as the engine shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeView {
+    /// Engine's number for the node.
+    pub id: NodeId,
+    /// API address.
+    pub uri: String,
+    /// Name.
+    pub name: String,
+    /// What it is doing for this job.
+    pub status: NodeStatus,
+    /// Blender version.
+    pub blender_version: String,
+    /// CPU cores.
+    pub cores: usize,
+    /// The frame it renders and its progress.
+    pub current: Option<(i32, f32)>,
+    /// Frames of this job it rendered.
+    pub frames_done: u32,
+    /// Its measured seconds per frame in this job.
+    pub secs_per_frame: Option<f64>,
+    /// The controller's own node.
+    pub local: bool,
+    /// Left in the job.
+    pub enabled: bool,
+    /// The last problem with it.
+    pub error: Option<String>,
+}
+
+/// A node's state in a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Being sent the .blend.
+    Uploading,
+    /// Ready, nothing to do.
+    Idle,
+    /// Loading the scene.
+    Loading,
+    /// Rendering.
+    Rendering,
+    /// Paused by its owner.
+    Paused,
+    /// Not answering.
+    Lost,
+    /// Cannot render this job (e.g. its Blender is too old for the file).
+    Refused,
+    /// Failed too many frames of this job.
+    Blocklisted,
+}
+
+/// A frame as the engine shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FrameView {
+    /// Index in the job.
+    pub index: FrameIndex,
+    /// Frame number.
+    pub frame: i32,
+    /// Where it is.
+    pub state: FrameState,
+    /// Times it was handed to a node.
+    pub attempts: u32,
+    /// The node on it, or that rendered it.
+    pub node: Option<String>,
+    /// 0 to 1.
+    pub progress: f32,
+    /// Seconds it took.
+    pub secs: Option<f64>,
+    /// Its last error.
+    pub error: Option<String>,
+}
+
+/// Overall progress.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgressView {
+    /// Frames done (skipped ones included).
+    pub done: usize,
+    /// Frames failed for good.
+    pub failed: usize,
+    /// Frames in the job.
+    pub total: usize,
+    /// Seconds since the job started.
+    pub elapsed_secs: f64,
+    /// Estimated seconds left.
+    pub eta_secs: Option<f64>,
+    /// Frames finished per minute so far (skipped ones excluded).
+    pub frames_per_minute: f64,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every frame is in the output folder.
+    Complete,
+    /// Some frames failed on every attempt.
+    Incomplete,
+    /// No node could render the remaining frames.
+    Stuck {
+        /// Why.
+        reason: String,
+    },
+    /// Cancelled by the user.
+    Cancelled,
+}
+
+/// One node's share of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSummary {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub uri: String,
+    /// Frames it rendered.
+    pub frames: u32,
+    /// Mean seconds per frame.
+    pub mean_secs: Option<f64>,
+    /// Frames it failed.
+    pub failures: u32,
+}
+
+/// The end of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    /// How it ended.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Frames in the job.
+    pub frames_total: usize,
+    /// Frames in the output folder.
+    pub frames_done: usize,
+    /// Frames that were there already and were not rendered.
+    pub frames_skipped: usize,
+    /// Frames that failed, with their last error.
+    pub failed: Vec<(i32, String)>,
+    /// Per node.
+    pub nodes: Vec<NodeSummary>,
+    /// Renders beyond one per frame (retries and straggler copies).
+    pub retries: u32,
+    /// Wall-clock seconds.
+    pub wall_secs: f64,
+    /// The output folder.
+    pub output_dir: PathBuf,
+}
+
+/// What the engine tells its user.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EngineEvent {
+    /// The job began.
+    Started {
+        /// Frames in the job.
+        total: usize,
+        /// Frames already in the output folder.
+        skipped: usize,
+        /// The output folder.
+        output_dir: PathBuf,
+    },
+    /// A node changed.
+    Node(NodeView),
+    /// A frame changed.
+    Frame(FrameView),
+    /// Overall progress.
+    Progress(ProgressView),
+    /// Something worth telling.
+    Log {
+        /// The message.
+        message: String,
+    },
+    /// The job ended.
+    Finished(JobSummary),
+}
+
+/// Errors that stop a job before or outside the render.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The .blend cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Blend {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The output folder cannot be used.
+    #[error("cannot use the output folder {path}: {source}")]
+    Output {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The discovery port cannot be bound.
+    #[error(
+        "cannot listen for nodes on UDP {port}: {source}; pick --discovery-port or use --no-discovery"
+    )]
+    Discovery {
+        /// The port.
+        port: u16,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The local node cannot start.
+    #[error("cannot start the local node: {0}")]
+    Local(String),
+}
+
+/// A running job.
+#[derive(Debug)]
+pub struct EngineHandle {
+    /// Send commands here.
+    pub commands: mpsc::Sender<EngineCommand>,
+    /// Events arrive here.
+    pub events: mpsc::Receiver<EngineEvent>,
+    /// The job itself; its result is the summary.
+    pub task: tokio::task::JoinHandle<Result<JobSummary, EngineError>>,
+}
+
+/// Starts a job on the current tokio runtime. `notify` is called after every
+/// event sent (a window's `request_repaint`).
+pub fn start(
+    spec: JobSpec,
+    config: EngineConfig,
+    notify: Option<Arc<dyn Fn() + Send + Sync>>,
+) -> EngineHandle {
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let (events_tx, events_rx) = mpsc::channel(4096);
+    let task = tokio::spawn(run(
+        spec,
+        config,
+        Emitter {
+            events: events_tx,
+            notify,
+        },
+        commands_rx,
+    ));
+    EngineHandle {
+        commands: commands_tx,
+        events: events_rx,
+        task,
+    }
+}
+
+struct Emitter {
+    events: mpsc::Sender<EngineEvent>,
+    notify: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl Emitter {
+    async fn send(&self, event: EngineEvent) {
+        let _ = self.events.send(event).await;
+        if let Some(notify) = &self.notify {
+            notify();
+        }
+    }
+
+    async fn log(&self, message: String) {
+        self.send(EngineEvent::Log { message }).await;
+    }
+}
+
+struct NodeEntry {
+    view: NodeView,
+    sender: Option<mpsc::Sender<ToNode>>,
+    stale: Vec<String>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    paused: bool,
+}
+
+struct Confirmed {
+    uri: String,
+    local: bool,
+    result: Result<NodeInfo, String>,
+}
+
+struct LocalNode {
+    uri: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+struct Job {
+    spec: JobSpec,
+    config: EngineConfig,
+    ctx: Arc<JobContext>,
+    emit: Emitter,
+    scheduler: Scheduler,
+    journal: Journal,
+    started: Instant,
+    nodes: BTreeMap<NodeId, NodeEntry>,
+    by_uuid: HashMap<String, NodeId>,
+    confirming: BTreeSet<String>,
+    refused_at: HashMap<String, Instant>,
+    reports_tx: mpsc::Sender<FromNode>,
+    confirm_tx: mpsc::Sender<Confirmed>,
+    published: Vec<(FrameState, u32, u32, Option<NodeId>)>,
+    skipped: usize,
+    rendered_now: usize,
+    end: Option<Outcome>,
+}
+
+async fn run(
+    spec: JobSpec,
+    config: EngineConfig,
+    emit: Emitter,
+    mut commands: mpsc::Receiver<EngineCommand>,
+) -> Result<JobSummary, EngineError> {
+    let started = Instant::now();
+    let output = OutputDir::new(spec.output_dir.clone(), &spec.blend, spec.format);
+    let output_error = |source| EngineError::Output {
+        path: spec.output_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&output.dir).map_err(output_error)?;
+    output.remove_stale_temps();
+    let (blob, blob_bytes) = hash_file(&spec.blend).await?;
+    let record = JobRecord {
+        blob: blob.clone(),
+        frames: format_frames(&spec.frames),
+        overrides: spec.overrides.clone(),
+    };
+    let (journal, previous) = Journal::open(&output.dir, &record).map_err(output_error)?;
+    if let Some(other) = &previous.other_job
+        && !spec.overwrite
+    {
+        emit.log(format!(
+            "{} held frames of another job (frames {}, overrides {:?}); valid frames there are kept, use --overwrite to render them again",
+            output.dir.display(),
+            other.frames,
+            other.overrides
+        ))
+        .await;
+    }
+    let mut scheduler = Scheduler::new(&spec.frames, config.scheduler.clone());
+    let mut skipped = 0;
+    for (index, &frame) in spec.frames.iter().enumerate() {
+        let keep = !spec.overwrite || previous.done.contains(&frame);
+        if keep && output.has_valid(frame, spec.expected_size) {
+            scheduler.mark_done(index);
+            skipped += 1;
+        }
+    }
+    emit.send(EngineEvent::Started {
+        total: spec.frames.len(),
+        skipped,
+        output_dir: output.dir.clone(),
+    })
+    .await;
+
+    let client = reqwest::Client::builder()
+        .connect_timeout(config.loss_timeout)
+        .build()
+        .map_err(|err| EngineError::Local(format!("cannot build the HTTP client: {err}")))?;
+    let ctx = Arc::new(JobContext {
+        blend: spec.blend.clone(),
+        blob,
+        blob_bytes,
+        overrides: spec.overrides.clone(),
+        output,
+        expected_size: spec.expected_size,
+        client,
+        token: config.token.clone(),
+        poll_interval: config.poll_interval,
+        loss_timeout: config.loss_timeout,
+    });
+    let (reports_tx, mut reports_rx) = mpsc::channel(1024);
+    let (confirm_tx, mut confirm_rx) = mpsc::channel(64);
+    let mut job = Job {
+        published: scheduler
+            .frames()
+            .iter()
+            .map(|frame| (frame.state, 0, frame.attempts, frame.node))
+            .collect(),
+        spec,
+        config,
+        ctx,
+        emit,
+        scheduler,
+        journal,
+        started,
+        nodes: BTreeMap::new(),
+        by_uuid: HashMap::new(),
+        confirming: BTreeSet::new(),
+        refused_at: HashMap::new(),
+        reports_tx,
+        confirm_tx,
+        skipped,
+        rendered_now: 0,
+        end: None,
+    };
+    if job.scheduler.is_finished() {
+        job.end = Some(Outcome::Complete);
+        return Ok(job.finish(None).await);
+    }
+
+    let local = match job.config.local.clone() {
+        Some(local_config) => Some(start_local(local_config).await?),
+        None => None,
+    };
+    if let Some(local) = &local {
+        job.confirm(local.uri.clone(), true);
+    }
+    for uri in job.config.nodes.clone() {
+        job.confirm(uri.trim_end_matches('/').to_string(), false);
+    }
+    let socket = match job.config.discovery_port {
+        Some(port) => {
+            let socket = lan::bind_discovery(port)
+                .and_then(tokio::net::UdpSocket::from_std)
+                .map_err(|source| EngineError::Discovery { port, source })?;
+            discovery::probe(&socket, &discovery::probe_targets(port)).await;
+            Some(socket)
+        }
+        None => None,
+    };
+
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buffer = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+    while job.end.is_none() {
+        let datagram = async {
+            match &socket {
+                Some(socket) => socket.recv_from(&mut buffer).await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(report) = reports_rx.recv() => job.report(report).await,
+            Some(confirmed) = confirm_rx.recv() => job.confirmed(confirmed).await,
+            Some((length, from)) = datagram => job.datagram(&buffer[..length], from),
+            command = commands.recv() => match command {
+                Some(command) => job.command(command).await,
+                None => job.end = Some(Outcome::Cancelled),
+            },
+            _ = tick.tick() => {
+                job.handle(Event::Tick).await;
+                job.publish().await;
+            }
+        }
+    }
+    Ok(job.finish(local).await)
+}
+
+async fn hash_file(path: &std::path::Path) -> Result<(String, u64), EngineError> {
+    let path = path.to_path_buf();
+    let error_path = path.clone();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let read = file.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            total += read as u64;
+            hasher.update(&buffer[..read]);
+        }
+        Ok((hex::encode(hasher.finalize()), total))
+    })
+    .await
+    .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())))
+    .map_err(|source| EngineError::Blend {
+        path: error_path,
+        source,
+    })
+}
+
+async fn start_local(config: NodeConfig) -> Result<LocalNode, EngineError> {
+    let node = Node::new(config).map_err(|err| EngineError::Local(err.to_string()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|err| EngineError::Local(err.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| EngineError::Local(err.to_string()))?;
+    let stop = node.shutdown.clone();
+    let task = tokio::spawn(node::serve(node, listener, None, std::future::pending()));
+    Ok(LocalNode {
+        uri: format!("http://{addr}"),
+        stop,
+        task,
+    })
+}
+
+impl Job {
+    fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Confirms a node at `uri` in the background.
+    fn confirm(&mut self, uri: String, local: bool) {
+        let recently_refused = self
+            .refused_at
+            .get(&uri)
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+        if recently_refused || self.confirming.len() >= 64 || !self.confirming.insert(uri.clone()) {
+            return;
+        }
+        let client = self.ctx.client.clone();
+        let token = self.config.token.clone();
+        let sender = self.confirm_tx.clone();
+        tokio::spawn(async move {
+            let result = discovery::confirm(&client, &uri, token.as_deref())
+                .await
+                .map_err(|err| err.to_string());
+            let _ = sender.send(Confirmed { uri, local, result }).await;
+        });
+    }
+
+    fn datagram(&mut self, bytes: &[u8], _from: SocketAddr) {
+        let Some(Datagram::Beacon(beacon)) = Datagram::parse(bytes) else {
+            return;
+        };
+        let known = self
+            .by_uuid
+            .get(&beacon.id)
+            .and_then(|id| self.nodes.get(id));
+        let wanted = match known {
+            None => true,
+            Some(entry) => entry.view.status == NodeStatus::Lost,
+        };
+        if wanted {
+            self.confirm(beacon.uri, false);
+        }
+    }
+
+    async fn confirmed(&mut self, confirmed: Confirmed) {
+        self.confirming.remove(&confirmed.uri);
+        let info = match confirmed.result {
+            Ok(info) => info,
+            Err(error) => {
+                self.refused_at
+                    .insert(confirmed.uri.clone(), Instant::now());
+                self.emit
+                    .log(format!("node {} not added: {error}", confirmed.uri))
+                    .await;
+                return;
+            }
+        };
+        if let Some(&id) = self.by_uuid.get(&info.id) {
+            let lost = self
+                .nodes
+                .get(&id)
+                .is_some_and(|entry| entry.view.status == NodeStatus::Lost);
+            if lost {
+                self.emit
+                    .log(format!("node {} is back at {}", info.name, confirmed.uri))
+                    .await;
+                self.connect(id, confirmed.uri).await;
+            }
+            return;
+        }
+        let id = NodeId::try_from(self.nodes.len()).unwrap_or(NodeId::MAX);
+        let refusal = self
+            .spec
+            .node_check
+            .as_ref()
+            .and_then(|check| check(&info).err());
+        let view = NodeView {
+            id,
+            uri: confirmed.uri.clone(),
+            name: info.name.clone(),
+            status: if refusal.is_some() {
+                NodeStatus::Refused
+            } else {
+                NodeStatus::Uploading
+            },
+            blender_version: info.blender_version.clone(),
+            cores: info.cores,
+            current: None,
+            frames_done: 0,
+            secs_per_frame: None,
+            local: confirmed.local,
+            enabled: true,
+            error: refusal.clone(),
+        };
+        self.by_uuid.insert(info.id.clone(), id);
+        self.nodes.insert(
+            id,
+            NodeEntry {
+                view: view.clone(),
+                sender: None,
+                stale: Vec::new(),
+                task: None,
+                paused: false,
+            },
+        );
+        self.emit.send(EngineEvent::Node(view)).await;
+        match refusal {
+            Some(reason) => {
+                self.emit
+                    .log(format!(
+                        "node {} cannot render this job: {reason}",
+                        info.name
+                    ))
+                    .await;
+            }
+            None => {
+                self.emit
+                    .log(format!("node {} joined at {}", info.name, confirmed.uri))
+                    .await;
+                self.connect(id, confirmed.uri).await;
+            }
+        }
+    }
+
+    /// Starts the task that serves node `id` at `uri`.
+    async fn connect(&mut self, id: NodeId, uri: String) {
+        let Some(entry) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let (sender, receiver) = mpsc::channel(64);
+        let stale = std::mem::take(&mut entry.stale);
+        entry.view.uri = uri.clone();
+        entry.view.status = NodeStatus::Uploading;
+        entry.view.error = None;
+        entry.sender = Some(sender);
+        entry.task = Some(tokio::spawn(remote::run(
+            Arc::clone(&self.ctx),
+            id,
+            uri,
+            stale,
+            receiver,
+            self.reports_tx.clone(),
+        )));
+        self.handle(Event::NodeJoined { node: id }).await;
+    }
+
+    async fn report(&mut self, from: FromNode) {
+        let node = from.node;
+        let event = match from.report {
+            Report::Uploading => {
+                self.set_status(node, NodeStatus::Uploading);
+                None
+            }
+            Report::Ready => {
+                self.set_status(node, NodeStatus::Idle);
+                Some(Event::NodeReady { node })
+            }
+            Report::Info(info) => self.node_info(node, &info),
+            Report::Lost { reason, stale } => {
+                if let Some(entry) = self.nodes.get_mut(&node) {
+                    entry.sender = None;
+                    entry.stale = stale;
+                    entry.view.status = NodeStatus::Lost;
+                    entry.view.current = None;
+                    entry.view.error = Some(reason.clone());
+                }
+                self.emit
+                    .log(format!("node lost, its frames go elsewhere: {reason}"))
+                    .await;
+                Some(Event::NodeLost { node })
+            }
+            Report::Started(frame) => Some(Event::Started { node, frame }),
+            Report::Progress(frame, progress) => Some(Event::Progress {
+                node,
+                frame,
+                progress,
+            }),
+            Report::Rendered(frame) => Some(Event::Rendered { node, frame }),
+            Report::Done(frame) => {
+                self.rendered_now += 1;
+                Some(Event::Done { node, frame })
+            }
+            Report::Failed(frame, error) => {
+                let number = self.spec.frames.get(frame).copied().unwrap_or_default();
+                let name = self.node_name(node);
+                self.emit
+                    .log(format!("frame {number} failed on {name}: {error}"))
+                    .await;
+                Some(Event::Failed { node, frame, error })
+            }
+        };
+        if let Some(event) = event {
+            let done = match &event {
+                Event::Done { frame, .. } => Some(*frame),
+                _ => None,
+            };
+            self.handle(event).await;
+            if let Some(frame) = done {
+                self.record_done(node, frame).await;
+            }
+        }
+    }
+
+    async fn record_done(&mut self, node: NodeId, frame: FrameIndex) {
+        let Some(entry) = self.scheduler.frames().get(frame) else {
+            return;
+        };
+        // Only the run that won counts (a late duplicate changes nothing).
+        if entry.state != FrameState::Done || entry.node != Some(node) {
+            return;
+        }
+        let (number, secs) = (entry.number, entry.render_secs);
+        let name = self.node_name(node);
+        if let Err(err) = self.journal.frame_done(number, &name, secs) {
+            let path = self.journal.path().display().to_string();
+            self.emit
+                .log(format!("cannot write the journal {path}: {err}; a resumed job may render frame {number} again"))
+                .await;
+        }
+    }
+
+    fn node_info(&mut self, node: NodeId, info: &NodeInfo) -> Option<Event> {
+        let entry = self.nodes.get_mut(&node)?;
+        entry.view.name = info.name.clone();
+        entry.view.current = info
+            .current
+            .as_ref()
+            .map(|current| (current.frame, current.progress));
+        let paused = info.state == NodeState::Paused;
+        if !matches!(
+            entry.view.status,
+            NodeStatus::Uploading | NodeStatus::Lost | NodeStatus::Refused
+        ) {
+            entry.view.status = match info.state {
+                NodeState::Idle => NodeStatus::Idle,
+                NodeState::Loading => NodeStatus::Loading,
+                NodeState::Rendering => NodeStatus::Rendering,
+                NodeState::Paused => NodeStatus::Paused,
+            };
+        }
+        if paused != entry.paused {
+            entry.paused = paused;
+            return Some(Event::NodePaused { node, paused });
+        }
+        None
+    }
+
+    fn set_status(&mut self, node: NodeId, status: NodeStatus) {
+        if let Some(entry) = self.nodes.get_mut(&node) {
+            entry.view.status = status;
+        }
+    }
+
+    fn node_name(&self, node: NodeId) -> String {
+        self.nodes
+            .get(&node)
+            .map_or_else(|| format!("node {node}"), |entry| entry.view.name.clone())
+    }
+
+    async fn command(&mut self, command: EngineCommand) {
+        match command {
+            EngineCommand::Cancel => self.end = Some(Outcome::Cancelled),
+            EngineCommand::AddNode(uri) => {
+                self.confirm(uri.trim_end_matches('/').to_string(), false)
+            }
+            EngineCommand::SetNodeEnabled { node, enabled } => {
+                if let Some(entry) = self.nodes.get_mut(&node) {
+                    entry.view.enabled = enabled;
+                }
+                self.handle(Event::NodeEnabled { node, enabled }).await;
+            }
+        }
+    }
+
+    /// Feeds the scheduler and carries out what it decides.
+    async fn handle(&mut self, event: Event) {
+        let mut pending = vec![event];
+        while let Some(event) = pending.pop() {
+            let now = self.now();
+            for decision in self.scheduler.handle(event, now) {
+                match decision {
+                    Decision::Assign { node, frame } => {
+                        let number = self.spec.frames[frame];
+                        if !self.send(node, ToNode::Assign { frame, number }).await {
+                            pending.push(Event::NodeLost { node });
+                        }
+                    }
+                    Decision::Cancel { node, frame } => {
+                        self.send(node, ToNode::Cancel { frame }).await;
+                    }
+                    Decision::Download { node, frame } => {
+                        if !self.send(node, ToNode::Download { frame }).await {
+                            pending.push(Event::NodeLost { node });
+                        }
+                    }
+                    Decision::Finished => {
+                        self.end = Some(if self.scheduler.failed_count() == 0 {
+                            Outcome::Complete
+                        } else {
+                            Outcome::Incomplete
+                        });
+                    }
+                    Decision::Stuck { reason } => self.end = Some(Outcome::Stuck { reason }),
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, node: NodeId, message: ToNode) -> bool {
+        let Some(sender) = self.nodes.get(&node).and_then(|entry| entry.sender.clone()) else {
+            return false;
+        };
+        if sender.send(message).await.is_ok() {
+            return true;
+        }
+        if let Some(entry) = self.nodes.get_mut(&node) {
+            entry.sender = None;
+            entry.view.status = NodeStatus::Lost;
+        }
+        false
+    }
+
+    /// Sends the frames and nodes that changed, and the overall progress.
+    async fn publish(&mut self) {
+        let mut changed = Vec::new();
+        for (index, frame) in self.scheduler.frames().iter().enumerate() {
+            let signature = (
+                frame.state,
+                (frame.progress * 100.0) as u32,
+                frame.attempts,
+                frame.node,
+            );
+            if self.published[index] != signature {
+                self.published[index] = signature;
+                changed.push(index);
+            }
+        }
+        for index in changed {
+            let view = self.frame_view(index);
+            self.emit.send(EngineEvent::Frame(view)).await;
+        }
+        let slots = self.scheduler.nodes().clone();
+        let mut changed_nodes = Vec::new();
+        for (id, entry) in &mut self.nodes {
+            let mut view = entry.view.clone();
+            if let Some(slot) = slots.get(id) {
+                view.frames_done = slot.done;
+                view.secs_per_frame = slot.secs_per_frame();
+                if slot.blocklisted {
+                    view.status = NodeStatus::Blocklisted;
+                }
+            }
+            if view != entry.view {
+                entry.view = view.clone();
+                changed_nodes.push(view);
+            }
+        }
+        for view in changed_nodes {
+            self.emit.send(EngineEvent::Node(view)).await;
+        }
+        let progress = self.progress();
+        self.emit.send(EngineEvent::Progress(progress)).await;
+    }
+
+    fn frame_view(&self, index: FrameIndex) -> FrameView {
+        let frame = &self.scheduler.frames()[index];
+        FrameView {
+            index,
+            frame: frame.number,
+            state: frame.state,
+            attempts: frame.attempts,
+            node: frame.node.map(|node| self.node_name(node)),
+            progress: frame.progress,
+            secs: frame.render_secs,
+            error: frame.last_error.clone(),
+        }
+    }
+
+    fn progress(&self) -> ProgressView {
+        let elapsed_secs = self.now();
+        ProgressView {
+            done: self.scheduler.done_count(),
+            failed: self.scheduler.failed_count(),
+            total: self.spec.frames.len(),
+            elapsed_secs,
+            eta_secs: self.scheduler.eta_secs(),
+            frames_per_minute: self.rendered_now as f64 * 60.0 / elapsed_secs.max(1e-3),
+        }
+    }
+
+    /// Ends the job: cancels what nodes still hold, stops the local node and
+    /// sums up.
+    async fn finish(mut self, local: Option<LocalNode>) -> JobSummary {
+        self.publish().await;
+        let mut tasks = Vec::new();
+        for entry in self.nodes.values_mut() {
+            // Dropping the sender makes the task cancel its renders and end.
+            entry.sender = None;
+            tasks.extend(entry.task.take());
+        }
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
+        if let Some(local) = local {
+            local.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), local.task).await;
+        }
+        let slots = self.scheduler.nodes();
+        let nodes = self
+            .nodes
+            .iter()
+            .filter_map(|(id, entry)| {
+                let slot = slots.get(id)?;
+                Some(NodeSummary {
+                    name: entry.view.name.clone(),
+                    uri: entry.view.uri.clone(),
+                    frames: slot.done,
+                    mean_secs: slot.secs_per_frame(),
+                    failures: slot.failures,
+                })
+            })
+            .collect();
+        let frames = self.scheduler.frames();
+        let failed = frames
+            .iter()
+            .filter(|frame| frame.state != FrameState::Done)
+            .map(|frame| {
+                let error = frame
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "not rendered".into());
+                (frame.number, error)
+            })
+            .collect();
+        let renders: u32 = frames.iter().map(|frame| frame.attempts).sum();
+        let summary = JobSummary {
+            outcome: self.end.clone().unwrap_or(Outcome::Cancelled),
+            frames_total: frames.len(),
+            frames_done: self.scheduler.done_count(),
+            frames_skipped: self.skipped,
+            failed,
+            nodes,
+            retries: renders.saturating_sub(u32::try_from(self.rendered_now).unwrap_or(u32::MAX)),
+            wall_secs: self.now(),
+            output_dir: self.ctx.output.dir.clone(),
+        };
+        self.emit.send(EngineEvent::Finished(summary.clone())).await;
+        summary
+    }
+}

@@ -1,0 +1,803 @@
+//! What a .blend holds, and whether this Blender can open it.
+//!
+//! Two steps, cheapest first. [`read_header`] reads the first bytes of the
+//! file (through gzip or zstd when it is compressed) for the Blender version
+//! that saved it, and [`check_compatible`] refuses a file from a newer major
+//! version before Blender is started: Blender 3.4 segfaults on most 4.x files
+//! and cannot read the 5.x format at all. [`inspect`] then runs Blender in the
+//! background with `assets/inspect.py`, which writes the scene's settings to a
+//! JSON file, and turns what Blender said on the way into warnings a farm
+//! needs before it sends out frames: no camera, an engine this Blender lacks,
+//! Cycles denoising on a build without OpenImageDenoiser.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use crate::blender::{self, BlenderError};
+
+/// The inspector script, embedded so the binary is all `herd inspect` needs.
+pub const INSPECT_SCRIPT: &str = include_str!("../../assets/inspect.py");
+
+/// How long Blender may take to load a file and describe it.
+pub const INSPECT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Bytes of the (decompressed) file [`read_header`] looks at: the longest
+/// header, Blender 5's `BLENDER17-01v0502`.
+const HEADER_BYTES: usize = 17;
+
+/// How many of Blender's error lines an error report quotes.
+const REASON_LINES: usize = 3;
+
+/// How many of Blender's last output lines an error report shows when Blender
+/// gave no reason.
+const TAIL_LINES: usize = 10;
+
+/// Errors from reading a .blend or running Blender on it.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The file could not be opened or read.
+    #[error("cannot read {}: {cause}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why (in the message, so it is not repeated as a source).
+        cause: std::io::Error,
+    },
+    /// The file looks compressed but does not decompress.
+    #[error(
+        "cannot decompress {} ({compression}): {detail}: the file is damaged",
+        .path.display()
+    )]
+    Decompress {
+        /// The file.
+        path: PathBuf,
+        /// The compression its first bytes announce.
+        compression: Compression,
+        /// The decompressor's complaint in short, e.g. "it ends too early".
+        detail: String,
+    },
+    /// The file does not start with a .blend header.
+    #[error("{} is not a .blend file: {start}", .path.display())]
+    NotBlend {
+        /// The file.
+        path: PathBuf,
+        /// What the file starts with, e.g. `it starts with "PK\x03\x04"`.
+        start: String,
+    },
+    /// The file was saved by a newer major version than this Blender.
+    #[error(
+        "{} was saved by Blender {file_version}, newer than this Blender ({blender_version}), which cannot open it ({why}): save it from Blender {blender_major_minor} or install a newer Blender",
+        .path.display()
+    )]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// The version that saved it.
+        file_version: BlendVersion,
+        /// This Blender's version as it prints it, e.g. `3.4.1`.
+        blender_version: String,
+        /// This Blender's major.minor.
+        blender_major_minor: BlendVersion,
+        /// Why it cannot, e.g. "Blender 3.4 crashes on most 4.x files".
+        why: String,
+    },
+    /// Blender's version string could not be read.
+    #[error("cannot tell which version Blender {0:?} is: expected e.g. 3.4.1")]
+    BlenderVersion(String),
+    /// Blender could not be found, started or asked for its version.
+    #[error(transparent)]
+    Blender(#[from] BlenderError),
+    /// Blender ran but could not open the file; the reason is Blender's own.
+    #[error("Blender cannot open {}: {reason}", .path.display())]
+    CannotOpen {
+        /// The file.
+        path: PathBuf,
+        /// Blender's error lines, or its exit status and last lines.
+        reason: String,
+    },
+    /// Blender crashed while loading the file.
+    #[error(
+        "Blender crashed with {status} while opening {}: the file may be damaged or need a newer Blender{}",
+        .path.display(),
+        quoted(.log_tail)
+    )]
+    Crashed {
+        /// The file.
+        path: PathBuf,
+        /// How it ended, e.g. "signal 11 (SIGSEGV)".
+        status: String,
+        /// Blender's last output lines.
+        log_tail: Vec<String>,
+    },
+    /// Blender took longer than [`INSPECT_TIMEOUT`] and was killed.
+    #[error(
+        "Blender took more than {secs} s to open {} and was killed",
+        .path.display()
+    )]
+    TimedOut {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        secs: u64,
+    },
+    /// The inspector script or its scratch files failed.
+    #[error("cannot inspect {}: {message}", .path.display())]
+    Script {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn quoted(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; Blender's last lines:\n{}", lines.join("\n"))
+    }
+}
+
+/// A Blender release as major.minor: `3.4`, `2.79`, `5.2`.
+///
+/// Ordered by major, then minor, so `2.79 < 3.4 < 4.0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlendVersion {
+    /// Major version, e.g. 3.
+    pub major: u32,
+    /// Minor version, e.g. 4 (of 3.4) or 79 (of 2.79).
+    pub minor: u32,
+}
+
+impl BlendVersion {
+    /// Reads the major.minor of a Blender version string such as `3.4.1`,
+    /// `4.2.3 LTS` or `2.79b`.
+    pub fn parse_blender(version: &str) -> Option<Self> {
+        let mut parts = version.trim().split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor: String = parts
+            .next()?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        Some(Self {
+            major,
+            minor: minor.parse().ok()?,
+        })
+    }
+
+    /// The version from a header's number, e.g. 304 (3.4) or 279 (2.79).
+    fn from_header_number(number: u32) -> Self {
+        Self {
+            major: number / 100,
+            minor: number % 100,
+        }
+    }
+}
+
+impl fmt::Display for BlendVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// How a .blend is compressed on disk. Blender 3.0 and later write zstd,
+/// older versions gzip, when "Compress" is ticked on saving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Not compressed.
+    None,
+    /// gzip (magic bytes 1f 8b).
+    Gzip,
+    /// Zstandard (magic bytes 28 b5 2f fd).
+    Zstd,
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+        })
+    }
+}
+
+/// What a .blend's first bytes say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlendHeader {
+    /// The Blender version that saved the file.
+    pub version: BlendVersion,
+    /// How the file is compressed.
+    pub compression: Compression,
+    /// Pointer size of the machine that saved it: 4 or 8.
+    pub pointer_size_bytes: u8,
+    /// Whether it was saved big-endian (old PowerPC Macs); little otherwise.
+    pub big_endian: bool,
+}
+
+/// Reads the header of a .blend (or .blend1 backup), decompressing only the
+/// first few bytes of a gzip or zstd file.
+///
+/// Two header layouts exist: `BLENDER-v304` (pointer size `_` 4 or `-` 8,
+/// endianness `v` little or `V` big, version 3.4) up to Blender 4.x, and
+/// `BLENDER17-01v0502` (header size 17, pointer size, format version 01,
+/// endianness, version 5.2) from Blender 5.
+pub fn read_header(path: &Path) -> Result<BlendHeader, InspectError> {
+    let read_error = |cause| InspectError::Read {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let mut magic = [0_u8; 4];
+    let magic_len = read_up_to(&mut file, &mut magic).map_err(read_error)?;
+    let magic = &magic[..magic_len];
+    let compression = match magic {
+        [0x1f, 0x8b, ..] => Compression::Gzip,
+        [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
+        _ => Compression::None,
+    };
+    let decompress_error = |err: std::io::Error| InspectError::Decompress {
+        path: path.to_path_buf(),
+        compression,
+        detail: short_error(&err),
+    };
+    let mut head = [0_u8; HEADER_BYTES];
+    let mut stream = magic.chain(file);
+    let head_len = match compression {
+        Compression::None => read_up_to(&mut stream, &mut head).map_err(read_error)?,
+        Compression::Gzip => read_up_to(&mut flate2::read::GzDecoder::new(stream), &mut head)
+            .map_err(decompress_error)?,
+        Compression::Zstd => {
+            let mut decoder = ruzstd::decoding::StreamingDecoder::new(stream)
+                .map_err(|err| decompress_error(std::io::Error::other(err)))?;
+            read_up_to(&mut decoder, &mut head).map_err(decompress_error)?
+        }
+    };
+    let head = &head[..head_len];
+    let (version, pointer_size_bytes, big_endian) =
+        parse_header(head).ok_or_else(|| InspectError::NotBlend {
+            path: path.to_path_buf(),
+            start: describe_start(head, compression),
+        })?;
+    Ok(BlendHeader {
+        version,
+        compression,
+        pointer_size_bytes,
+        big_endian,
+    })
+}
+
+/// A decompressor's error in a few words: zstd's nest the whole chain of
+/// Debug output into their message.
+fn short_error(err: &std::io::Error) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = cause {
+        if current
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            return "it ends too early (truncated)".into();
+        }
+        cause = current.source();
+    }
+    let text = err.to_string();
+    let short = text.split('(').next().unwrap_or(&text);
+    short.trim().trim_end_matches(':').trim().to_string()
+}
+
+/// Reads until `buf` is full or the stream ends; returns how much was read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
+
+/// Parses either header layout into (version, pointer size, big-endian).
+fn parse_header(head: &[u8]) -> Option<(BlendVersion, u8, bool)> {
+    fn pointer_size(byte: u8) -> Option<u8> {
+        match byte {
+            b'_' => Some(4),
+            b'-' => Some(8),
+            _ => None,
+        }
+    }
+    fn big_endian(byte: u8) -> Option<bool> {
+        match byte {
+            b'v' => Some(false),
+            b'V' => Some(true),
+            _ => None,
+        }
+    }
+    fn number(digits: &[u8]) -> Option<u32> {
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    }
+    let rest = head.strip_prefix(b"BLENDER")?;
+    if rest.first().is_some_and(u8::is_ascii_digit) {
+        // BLENDER17-01v0502: header size, pointer size, format version,
+        // endianness, four-digit version.
+        number(rest.get(0..2)?)?;
+        let pointer = pointer_size(*rest.get(2)?)?;
+        number(rest.get(3..5)?)?;
+        let big = big_endian(*rest.get(5)?)?;
+        let version = number(rest.get(6..10)?)?;
+        Some((BlendVersion::from_header_number(version), pointer, big))
+    } else {
+        // BLENDER-v304: pointer size, endianness, three-digit version.
+        let pointer = pointer_size(*rest.first()?)?;
+        let big = big_endian(*rest.get(1)?)?;
+        let version = number(rest.get(2..5)?)?;
+        Some((BlendVersion::from_header_number(version), pointer, big))
+    }
+}
+
+/// Says in a few words what a file that is no .blend starts with.
+fn describe_start(head: &[u8], compression: Compression) -> String {
+    let what = match compression {
+        Compression::None => "it",
+        Compression::Gzip => "its gzip-compressed content",
+        Compression::Zstd => "its zstd-compressed content",
+    };
+    if head.is_empty() {
+        return match compression {
+            Compression::None => "it is empty (0 bytes)".into(),
+            _ => format!("{what} is empty"),
+        };
+    }
+    let shown = if head.starts_with(b"BLENDER") {
+        head
+    } else {
+        &head[..head.len().min(8)]
+    };
+    let escaped: String = shown
+        .iter()
+        .flat_map(|byte| std::ascii::escape_default(*byte))
+        .map(char::from)
+        .collect();
+    if head.starts_with(b"BLENDER") {
+        format!("{what} has a header \"{escaped}\" that herd cannot read")
+    } else {
+        format!("{what} starts with \"{escaped}\"")
+    }
+}
+
+/// Refuses a file saved by a newer major Blender version than
+/// `blender_version` (as Blender prints it, e.g. `3.4.1`). A newer minor
+/// version of the same major passes: Blender opens it with a warning, and
+/// callers can use [`is_newer`] to say so.
+pub fn check_compatible(
+    file: &Path,
+    file_version: BlendVersion,
+    blender_version: &str,
+) -> Result<(), InspectError> {
+    let running = BlendVersion::parse_blender(blender_version)
+        .ok_or_else(|| InspectError::BlenderVersion(blender_version.to_string()))?;
+    if file_version.major <= running.major {
+        return Ok(());
+    }
+    let why = if file_version.major >= 5 && running.major < 5 {
+        format!(
+            "{}.x files use a new file format that Blender before 5.0 cannot read",
+            file_version.major
+        )
+    } else {
+        format!(
+            "Blender {running} crashes on most {}.x files",
+            file_version.major
+        )
+    };
+    Err(InspectError::TooNew {
+        path: file.to_path_buf(),
+        file_version,
+        blender_version: blender_version.to_string(),
+        blender_major_minor: running,
+        why,
+    })
+}
+
+/// Whether a file saved by `file` is newer than the `blender` opening it.
+pub fn is_newer(file: BlendVersion, blender: BlendVersion) -> bool {
+    file > blender
+}
+
+/// A scene's settings as Blender read them, with what may stop a render.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SceneInfo {
+    /// The file, as an absolute path.
+    pub file: PathBuf,
+    /// The Blender version that saved it, e.g. `3.4`.
+    pub saved_by: String,
+    /// How the file is compressed.
+    pub compression: Compression,
+    /// The Blender that inspected it, e.g. `3.4.1`.
+    pub blender_version: String,
+    /// The scene Blender renders (the file's active scene).
+    pub scene: String,
+    /// First frame.
+    pub frame_start: i32,
+    /// Last frame.
+    pub frame_end: i32,
+    /// Frame step.
+    pub frame_step: i32,
+    /// Width before the percentage.
+    pub resolution_x: u32,
+    /// Height before the percentage.
+    pub resolution_y: u32,
+    /// Resolution percentage.
+    pub resolution_percentage: u32,
+    /// Render engine as stored in the file, e.g. `CYCLES`, `BLENDER_EEVEE`,
+    /// or an add-on's engine such as `LUXCORE` (then a warning says what
+    /// Blender renders with instead).
+    pub engine: String,
+    /// Samples per pixel: Cycles samples or EEVEE render samples; none for
+    /// other engines.
+    pub samples: Option<u32>,
+    /// Output file format, e.g. `PNG`.
+    pub file_format: String,
+    /// Frames per second (fps / fps_base).
+    pub fps: f64,
+    /// Active camera's name; without one Blender refuses to render.
+    pub camera: Option<String>,
+    /// Whether Cycles denoising is on; none for other engines.
+    pub use_denoising: Option<bool>,
+    /// What may stop or change a render, one sentence each.
+    pub warnings: Vec<String>,
+}
+
+/// What `assets/inspect.py` writes.
+#[derive(Debug, Deserialize)]
+struct ScriptReport {
+    scene: String,
+    frame_start: i32,
+    frame_end: i32,
+    frame_step: i32,
+    resolution_x: u32,
+    resolution_y: u32,
+    resolution_percentage: u32,
+    engine: String,
+    samples: Option<u32>,
+    file_format: String,
+    fps: f64,
+    camera: Option<String>,
+    use_denoising: Option<bool>,
+    denoiser_available: Option<bool>,
+    blender_version: String,
+}
+
+/// Reads `file`'s scene with the Blender at `blender`: checks the header
+/// first, then runs Blender in the background (no add-ons, no auto-run
+/// scripts) with the inspector script.
+pub async fn inspect(blender: &Path, file: &Path) -> Result<SceneInfo, InspectError> {
+    let header = read_header(file)?;
+    let blender_version = blender::version(blender).await?;
+    check_compatible(file, header.version, &blender_version)?;
+    let running = BlendVersion::parse_blender(&blender_version)
+        .ok_or_else(|| InspectError::BlenderVersion(blender_version.clone()))?;
+    let absolute = std::path::absolute(file).map_err(|cause| InspectError::Read {
+        path: file.to_path_buf(),
+        cause,
+    })?;
+    let script_error = |message: String| InspectError::Script {
+        path: absolute.clone(),
+        message,
+    };
+
+    let scratch = ScratchDir::create().map_err(|err| {
+        script_error(format!("cannot create a scratch folder for Blender: {err}"))
+    })?;
+    let script = scratch.path.join("herd_inspect.py");
+    let answer = scratch.path.join("scene.json");
+    tokio::fs::write(&script, INSPECT_SCRIPT)
+        .await
+        .map_err(|err| script_error(format!("cannot write {}: {err}", script.display())))?;
+
+    let child = Command::new(blender)
+        .args(["-b", "-noaudio", "-Y", "--factory-startup"])
+        .arg(&absolute)
+        .arg("--python")
+        .arg(&script)
+        .arg("--")
+        .arg(&answer)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| BlenderError::Spawn {
+            path: blender.to_path_buf(),
+            source,
+        })?;
+    // On timeout the future, and with it the child, is dropped: kill_on_drop
+    // ends Blender.
+    let output = tokio::time::timeout(INSPECT_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| InspectError::TimedOut {
+            path: absolute.clone(),
+            secs: INSPECT_TIMEOUT.as_secs(),
+        })?
+        .map_err(|err| script_error(format!("lost track of Blender: {err}")))?;
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&output.stderr).lines())
+        .map(str::to_string)
+        .collect();
+
+    if let Some(signal) = exit_signal(output.status) {
+        return Err(InspectError::Crashed {
+            path: absolute,
+            status: signal,
+            log_tail: tail(&lines, TAIL_LINES),
+        });
+    }
+    let written = tokio::fs::read(&answer).await.ok();
+    let report = match written {
+        Some(bytes) if output.status.success() => bytes,
+        _ => {
+            return Err(InspectError::CannotOpen {
+                reason: blender_reason(&lines).unwrap_or_else(|| {
+                    format!(
+                        "Blender ended ({}) without describing the scene{}",
+                        output.status,
+                        quoted(&tail(&lines, TAIL_LINES))
+                    )
+                }),
+                path: absolute,
+            });
+        }
+    };
+    drop(scratch);
+    let value: serde_json::Value = serde_json::from_slice(&report)
+        .map_err(|err| script_error(format!("the inspector wrote unreadable JSON: {err}")))?;
+    if let Some(message) = value.get("error").and_then(serde_json::Value::as_str) {
+        return Err(script_error(format!(
+            "the inspector failed inside Blender: {message}"
+        )));
+    }
+    let report: ScriptReport = serde_json::from_value(value)
+        .map_err(|err| script_error(format!("the inspector's answer is incomplete: {err}")))?;
+    Ok(scene_info(absolute, header, running, report, &lines))
+}
+
+/// Builds the answer and its warnings from the script's report and
+/// Blender's output.
+fn scene_info(
+    file: PathBuf,
+    header: BlendHeader,
+    running: BlendVersion,
+    report: ScriptReport,
+    lines: &[String],
+) -> SceneInfo {
+    let mut warnings = Vec::new();
+    if is_newer(header.version, running) {
+        warnings.push(format!(
+            "{} was saved by Blender {}, newer than this Blender ({}): it opens, but what was added after {running} may be lost or render differently",
+            file.display(),
+            header.version,
+            report.blender_version
+        ));
+    }
+    let mut engine = report.engine.clone();
+    if let Some(stored) = unavailable_engine(lines, &report.scene)
+        && stored != report.engine
+    {
+        warnings.push(format!(
+            "engine {stored} is not available in this Blender; it will render with {} (install and enable the add-on that provides {stored})",
+            report.engine
+        ));
+        engine = stored;
+    }
+    if report.camera.is_none() {
+        warnings.push(format!(
+            "scene '{}' has no camera: Blender will refuse to render it",
+            report.scene
+        ));
+    }
+    if report.use_denoising == Some(true) {
+        warnings.push(if report.denoiser_available == Some(false) {
+            "Cycles denoising is on, but this Blender is built without OpenImageDenoiser (as Debian's is): rendering fails with \"Build without OpenImageDenoiser\"; turn denoising off in the file or use a Blender with OpenImageDenoise".to_string()
+        } else {
+            "Cycles denoising is on: nodes whose Blender is built without OpenImageDenoiser (Debian's is) fail to render it".to_string()
+        });
+    }
+    SceneInfo {
+        file,
+        saved_by: header.version.to_string(),
+        compression: header.compression,
+        blender_version: report.blender_version,
+        scene: report.scene,
+        frame_start: report.frame_start,
+        frame_end: report.frame_end,
+        frame_step: report.frame_step,
+        resolution_x: report.resolution_x,
+        resolution_y: report.resolution_y,
+        resolution_percentage: report.resolution_percentage,
+        engine,
+        samples: report.samples,
+        file_format: report.file_format,
+        fps: report.fps,
+        camera: report.camera,
+        use_denoising: report.use_denoising,
+        warnings,
+    }
+}
+
+/// The engine a scene names but this Blender lacks, from Blender's
+/// "Engine 'LUXCORE' not available for scene 'Scene' (...)" line. Blender
+/// falls back to its default engine, and Python sees only the fallback.
+fn unavailable_engine(lines: &[String], scene: &str) -> Option<String> {
+    lines.iter().find_map(|line| {
+        let rest = line.split_once("Engine '")?.1;
+        let (engine, rest) = rest.split_once("' not available for scene '")?;
+        let named = rest.rsplit_once('\'')?.0;
+        (named == scene).then(|| engine.to_string())
+    })
+}
+
+/// Blender's own words for a failure: its last lines that start with
+/// "Error" or say "Failed to read blend file".
+fn blender_reason(lines: &[String]) -> Option<String> {
+    let mut reasons: Vec<&str> = Vec::new();
+    for line in lines.iter().rev().map(|line| line.trim()) {
+        if !(line.starts_with("Error") || line.contains("Failed to read blend file")) {
+            continue;
+        }
+        let reason = line
+            .strip_prefix("Error:")
+            .map_or(line, str::trim_start)
+            .trim();
+        if !reason.is_empty() && !reasons.contains(&reason) {
+            reasons.push(reason);
+        }
+        if reasons.len() == REASON_LINES {
+            break;
+        }
+    }
+    reasons.reverse();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
+fn tail(lines: &[String], count: usize) -> Vec<String> {
+    lines[lines.len().saturating_sub(count)..].to_vec()
+}
+
+/// "signal 11 (SIGSEGV)" when the process died of a signal.
+fn exit_signal(status: std::process::ExitStatus) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        let signal = status.signal()?;
+        let name = match signal {
+            4 => " (SIGILL)",
+            6 => " (SIGABRT)",
+            7 => " (SIGBUS)",
+            8 => " (SIGFPE)",
+            9 => " (SIGKILL)",
+            11 => " (SIGSEGV)",
+            _ => "",
+        };
+        Some(format!("signal {signal}{name}"))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = status;
+        None
+    }
+}
+
+/// A private folder for the script and its answer, removed when dropped.
+struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    fn create() -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("herd-inspect-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&path)?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_header_layouts() {
+        assert_eq!(
+            parse_header(b"BLENDER-v304REND"),
+            Some((BlendVersion { major: 3, minor: 4 }, 8, false))
+        );
+        assert_eq!(
+            parse_header(b"BLENDER_V279"),
+            Some((
+                BlendVersion {
+                    major: 2,
+                    minor: 79
+                },
+                4,
+                true
+            ))
+        );
+        assert_eq!(
+            parse_header(b"BLENDER17-01v0502"),
+            Some((BlendVersion { major: 5, minor: 2 }, 8, false))
+        );
+        assert_eq!(parse_header(b"BLENDER-v30"), None);
+        assert_eq!(parse_header(b"BLENDER17-01v05"), None);
+        assert_eq!(parse_header(b"BLENDER*v304"), None);
+        assert_eq!(parse_header(b"PK\x03\x04"), None);
+    }
+
+    #[test]
+    fn blender_version_strings() {
+        let parse = BlendVersion::parse_blender;
+        assert_eq!(parse("3.4.1"), Some(BlendVersion { major: 3, minor: 4 }));
+        assert_eq!(
+            parse("4.2.3 LTS"),
+            Some(BlendVersion { major: 4, minor: 2 })
+        );
+        assert_eq!(
+            parse("2.79b"),
+            Some(BlendVersion {
+                major: 2,
+                minor: 79
+            })
+        );
+        assert_eq!(parse("blender"), None);
+        assert_eq!(parse("3"), None);
+    }
+
+    #[test]
+    fn engine_fallback_from_blender_output() {
+        let lines = vec![
+            "Read blend: /x/full_export.test.blend".to_string(),
+            "Error: Engine 'LUXCORE' not available for scene 'Scene' (an add-on may need to be installed or enabled)".to_string(),
+        ];
+        assert_eq!(
+            unavailable_engine(&lines, "Scene").as_deref(),
+            Some("LUXCORE")
+        );
+        assert_eq!(unavailable_engine(&lines, "Other"), None);
+    }
+
+    #[test]
+    fn reason_quotes_blender_errors_only() {
+        let lines: Vec<String> = [
+            "Blender 3.4.1",
+            "ERROR (bke.main_namemap): ID name 'LIlib' is found more than once",
+            "Error: Failed to read blend file '/x/a.blend': Missing DNA block",
+            "",
+            "Blender quit",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            blender_reason(&lines).as_deref(),
+            Some("Failed to read blend file '/x/a.blend': Missing DNA block")
+        );
+        assert_eq!(blender_reason(&lines[..2]), None);
+    }
+}
