@@ -3,7 +3,9 @@
 `herd inspect` starts Blender in background mode with the .blend on the
 command line and this script after it:
 
-    blender -b -noaudio -Y --factory-startup FILE --python inspect.py -- OUT.json
+    blender -b -noaudio -Y FILE --python inspect.py -- OUT.json
+
+(without --factory-startup, like the nodes: add-on engines the user enabled count)
 
 Blender has loaded FILE by the time the script runs (when it cannot, the
 script never runs and OUT.json is never written). The script writes one JSON

@@ -509,7 +509,7 @@ pub async fn inspect(blender: &Path, file: &Path) -> Result<SceneInfo, InspectEr
         .map_err(|err| script_error(format!("cannot write {}: {err}", script.display())))?;
 
     let child = Command::new(blender)
-        .args(["-b", "-noaudio", "-Y", "--factory-startup"])
+        .args(["-b", "-noaudio", "-Y"])
         .arg(&absolute)
         .arg("--python")
         .arg(&script)

@@ -7,6 +7,7 @@
 //! - [`discovery`]: probe, beacons, confirming nodes.
 //! - [`output`], [`journal`]: the output folder and the resume log.
 //! - [`frames`]: frame lists like `1-24,30,40-50x2`.
+//! - [`inspect`]: reading a .blend (header version, scene settings).
 
 pub mod discovery;
 pub mod engine;
