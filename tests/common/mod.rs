@@ -55,6 +55,7 @@ impl NodeProcess {
             .arg(work_dir.path())
             .args(extra_args)
             .env("HERD_LOOPBACK_ONLY", "1")
+            .env("HERD_LOG", "herd=warn")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,292 @@
+//! End-to-end tests of `herd render` with real Blender nodes on loopback
+//! (`--node` addresses, HERD_LOOPBACK_ONLY=1): whole jobs, a node killed
+//! mid-job, the controller killed and restarted, a scene that fails
+//! everywhere. The same across network namespaces is in `lan_namespaces.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{NodeProcess, demo_blend, demo_variant};
+use serde_json::Value;
+
+const HERD: &str = env!("CARGO_BIN_EXE_herd");
+
+/// `herd render --json` on loopback with the given nodes and no discovery.
+fn render_command(
+    blend: &Path,
+    out: &Path,
+    work: &Path,
+    nodes: &[&NodeProcess],
+    extra: &[&str],
+) -> Command {
+    let mut command = Command::new(HERD);
+    command
+        .arg("render")
+        .arg(blend)
+        .arg("--out")
+        .arg(out)
+        .arg("--work-dir")
+        .arg(work)
+        .args(["--no-discovery", "--json"])
+        .args(extra)
+        .env("HERD_LOOPBACK_ONLY", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for node in nodes {
+        command.args(["--node", &node.url]);
+    }
+    command
+}
+
+/// Reads events until the process ends; `on_event` may act on each one.
+fn events(child: &mut Child, mut on_event: impl FnMut(&Value)) -> Vec<Value> {
+    let stdout = child.stdout.take().unwrap();
+    let mut all = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let event: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|err| panic!("not a JSON event: {line:?}: {err}"));
+        on_event(&event);
+        all.push(event);
+    }
+    all
+}
+
+fn finished(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .find(|event| event["event"] == "finished")
+        .expect("a finished event")
+}
+
+/// Every frame in `out` decodes at 320x180; returns how many there are.
+fn check_frames(out: &Path, frames: std::ops::RangeInclusive<i32>) -> usize {
+    for frame in frames.clone() {
+        let path = out.join(format!("demo_{frame:04}.png"));
+        let image = image::open(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        assert_eq!((image.width(), image.height()), (320, 180));
+    }
+    let names: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|name| !name.ends_with(".part")),
+        "no temp files left: {names:?}"
+    );
+    names.iter().filter(|name| name.ends_with(".png")).count()
+}
+
+#[test]
+fn a_job_spreads_over_given_nodes_and_the_local_one() {
+    let a = NodeProcess::start(&["--threads", "1", "--name", "a"]);
+    let b = NodeProcess::start(&["--threads", "1", "--name", "b"]);
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut child = render_command(
+        &demo_blend(),
+        out.path(),
+        work.path(),
+        &[&a, &b],
+        &["--frames", "1-12", "--local-threads", "1"],
+    )
+    .spawn()
+    .unwrap();
+    let events = events(&mut child, |_| {});
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{events:?}");
+    assert_eq!(check_frames(out.path(), 1..=12), 12);
+    let summary = finished(&events);
+    assert_eq!(summary["outcome"], "complete");
+    assert_eq!(summary["frames_done"], 12);
+    let nodes = summary["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    let rendered: u64 = nodes
+        .iter()
+        .map(|node| node["frames"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rendered, 12, "every frame exactly once: {nodes:?}");
+    assert!(
+        nodes
+            .iter()
+            .any(|node| node["name"].as_str().unwrap().ends_with("(local)"))
+    );
+}
+
+#[test]
+fn a_node_killed_mid_job_loses_nothing() {
+    let mut a = NodeProcess::start(&["--threads", "1", "--name", "a"]);
+    let b = NodeProcess::start(&["--threads", "1", "--name", "b"]);
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut child = render_command(
+        &demo_blend(),
+        out.path(),
+        work.path(),
+        &[&a, &b],
+        &["--frames", "1-16", "--no-local"],
+    )
+    .spawn()
+    .unwrap();
+    let mut killed_at = None;
+    let events = events(&mut child, |event| {
+        let done_on_a =
+            event["event"] == "frame" && event["state"] == "done" && event["node"] == "a";
+        if done_on_a && killed_at.is_none() {
+            let _ = a.child.kill();
+            killed_at = Some(Instant::now());
+        }
+    });
+    let status = child.wait().unwrap();
+    assert!(
+        killed_at.is_some(),
+        "node a rendered nothing before the kill"
+    );
+    assert!(status.success(), "{events:?}");
+    assert_eq!(check_frames(out.path(), 1..=16), 16);
+    let lost = events.iter().any(|event| {
+        event["event"] == "log"
+            && event["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("node lost")
+    });
+    assert!(lost, "the loss was reported");
+    let summary = finished(&events);
+    let rendered: u64 = summary["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["frames"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rendered, 16, "no frame written twice");
+}
+
+#[test]
+fn a_killed_controller_resumes_without_rendering_done_frames_again() {
+    let node = NodeProcess::start(&["--threads", "1"]);
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let args = ["--frames", "1-10", "--no-local"];
+    let mut first = render_command(&demo_blend(), out.path(), work.path(), &[&node], &args)
+        .spawn()
+        .unwrap();
+    let mut done = 0;
+    let pid = first.id();
+    events(&mut first, |event| {
+        if event["event"] == "frame" && event["state"] == "done" {
+            done += 1;
+            if done == 4 {
+                Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status()
+                    .unwrap();
+            }
+        }
+    });
+    let status = first.wait().unwrap();
+    assert!(!status.success(), "the first run was killed");
+    let on_disk = std::fs::read_dir(out.path()).unwrap().filter(|entry| {
+        entry
+            .as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".png")
+    });
+    let on_disk = on_disk.count();
+    assert!(on_disk >= 4, "{on_disk}");
+
+    let mut second = render_command(&demo_blend(), out.path(), work.path(), &[&node], &args)
+        .spawn()
+        .unwrap();
+    let events = events(&mut second, |_| {});
+    assert!(second.wait().unwrap().success(), "{events:?}");
+    let started = events
+        .iter()
+        .find(|event| event["event"] == "started")
+        .unwrap();
+    assert_eq!(started["skipped"].as_u64(), Some(on_disk as u64));
+    let summary = finished(&events);
+    let rendered: u64 = summary["nodes"][0]["frames"].as_u64().unwrap();
+    assert_eq!(
+        rendered as usize,
+        10 - on_disk,
+        "done frames were not rendered again"
+    );
+    assert_eq!(check_frames(out.path(), 1..=10), 10);
+}
+
+#[test]
+fn a_scene_that_fails_everywhere_stops_once_with_blenders_error() {
+    let scenes = tempfile::tempdir().unwrap();
+    let denoised = demo_variant(
+        scenes.path(),
+        "demo.blend",
+        "scene.cycles.use_denoising = True",
+    );
+    let node = NodeProcess::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = render_command(
+        &denoised,
+        out.path(),
+        work.path(),
+        &[&node],
+        &["--frames", "1-24", "--no-local"],
+    )
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the job stopped: every node failed 3 frames"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Error: Build without OpenImageDenoiser"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "it did not loop over all 24 frames"
+    );
+}
+
+#[test]
+fn frames_already_there_are_skipped_unless_overwrite() {
+    let node = NodeProcess::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--frames", "1-3", "--no-local"];
+        args.extend_from_slice(extra);
+        let output = render_command(&demo_blend(), out.path(), work.path(), &[&node], &args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let events: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        finished(&events).clone()
+    };
+    assert_eq!(run(&[])["frames_skipped"], 0);
+    assert_eq!(run(&[])["frames_skipped"], 3);
+    // Another job's settings: --overwrite renders them again.
+    let summary = run(&["--overwrite", "--samples", "4"]);
+    assert_eq!(summary["frames_skipped"], 0);
+    assert_eq!(summary["frames_done"], 3);
+}
