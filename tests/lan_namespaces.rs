@@ -17,16 +17,15 @@ const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
 /// Starts `herd node` on `host` with default ports and waits until it listens.
 fn start_node(lan: &Lan, host: &str, work_dir: &std::path::Path) -> Child {
+    start_node_with(lan, host, work_dir, &["--announce-interval", "60"])
+}
+
+fn start_node_with(lan: &Lan, host: &str, work_dir: &std::path::Path, extra: &[&str]) -> Child {
     let mut child = lan
         .command(host, HERD)
-        .args([
-            "node",
-            "--headless",
-            "--name",
-            host,
-            "--announce-interval",
-            "60",
-        ])
+        .args(["node", "--headless", "--name", host])
+        .args(extra)
+        .env("HERD_LOG", "herd=warn")
         .arg("--work-dir")
         .arg(work_dir)
         .stdout(Stdio::piped())
@@ -109,4 +108,90 @@ fn clients_outside_the_subnet_are_refused_needs_root() {
     );
     let _ = node.kill();
     let _ = node.wait();
+}
+
+#[test]
+fn a_job_across_hosts_survives_a_cut_link_and_the_node_rejoins_needs_root() {
+    if !common::root_or_skip("a_job_across_hosts_survives_a_cut_link_and_the_node_rejoins") {
+        return;
+    }
+    let lan = Lan::up(3);
+    let (work2, work3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = ["--threads", "1", "--announce-interval", "1"];
+    let mut node2 = start_node_with(&lan, "h2", work2.path(), &args);
+    let mut node3 = start_node_with(&lan, "h3", work3.path(), &args);
+    let out = tempfile::tempdir().unwrap();
+    let work1 = tempfile::tempdir().unwrap();
+    let mut controller = lan
+        .command("h1", HERD)
+        .arg("render")
+        .arg(common::demo_blend())
+        .args(["--frames", "1-24", "--no-local", "--json", "--out"])
+        .arg(out.path())
+        .arg("--work-dir")
+        .arg(work1.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut cut_at = None;
+    let mut events = Vec::new();
+    let mut healer = None;
+    for line in BufReader::new(controller.stdout.take().unwrap()).lines() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if cut_at.is_none()
+            && event["event"] == "frame"
+            && event["state"] == "done"
+            && event["node"] == "h3"
+        {
+            lan.cut("h3");
+            cut_at = Some(Instant::now());
+        }
+        let lost = event["event"] == "log"
+            && event["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("node lost");
+        if lost && healer.is_none() {
+            let since_cut = cut_at.map(|at| at.elapsed());
+            assert!(
+                since_cut.is_some_and(|d| d < Duration::from_secs(5)),
+                "loss seen {since_cut:?} after the cut"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+            lan.heal("h3");
+            healer = Some(Instant::now());
+        }
+        events.push(event);
+    }
+    let status = controller.wait().unwrap();
+    assert!(status.success(), "{events:?}");
+    assert!(
+        cut_at.is_some() && healer.is_some(),
+        "the link was cut and healed"
+    );
+    let back = events.iter().any(|event| {
+        event["event"] == "log" && event["message"].as_str().unwrap_or("").contains("is back")
+    });
+    assert!(back, "the node rejoined after the link returned");
+    for frame in 1..=24 {
+        let path = out.path().join(format!("demo_{frame:04}.png"));
+        let image = image::open(&path).unwrap();
+        assert_eq!((image.width(), image.height()), (320, 180));
+    }
+    let summary = events
+        .iter()
+        .find(|event| event["event"] == "finished")
+        .unwrap();
+    let rendered: u64 = summary["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["frames"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rendered, 24, "every frame exactly once");
+    let _ = node2.kill();
+    let _ = node3.kill();
+    let _ = node2.wait();
+    let _ = node3.wait();
 }
