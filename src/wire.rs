@@ -267,6 +267,17 @@ pub struct RenderStatus {
     pub log_tail: Vec<String>,
 }
 
+/// `GET /api/v1/renders?since=SEQ&wait_ms=MS`: what changed on the node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenderChanges {
+    /// Sequence number of the last change; pass it as `since` next time.
+    pub seq: u64,
+    /// What the node is doing.
+    pub state: NodeState,
+    /// Renders not finished, and finished ones that changed after `since`.
+    pub renders: Vec<RenderStatus>,
+}
+
 /// The body of every API error.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

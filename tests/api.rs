@@ -392,3 +392,67 @@ async fn pause_and_resume_change_the_state() {
     .await;
     assert_eq!(json["state"], "idle");
 }
+
+#[tokio::test]
+async fn watching_renders_waits_for_a_change_or_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), None);
+    let app = api::router(Arc::clone(&node));
+    let (status, json) = send(
+        &app,
+        request(Method::GET, "/api/v1/renders", LOCAL, Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["seq"], 0);
+    assert_eq!(json["state"], "idle");
+    assert_eq!(json["renders"], serde_json::json!([]));
+
+    let started = std::time::Instant::now();
+    let uri = "/api/v1/renders?since=0&wait_ms=300";
+    let (status, _) = send(&app, request(Method::GET, uri, LOCAL, Body::empty())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "waited for a change"
+    );
+
+    // A render queued while a watch waits ends the wait at once.
+    let data = b"pretend blend".to_vec();
+    let hash = sha(&data);
+    let put = format!("/api/v1/blobs/{hash}");
+    send(&app, request(Method::PUT, &put, LOCAL, Body::from(data))).await;
+    let watcher = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let uri = "/api/v1/renders?since=0&wait_ms=10000";
+            let (_, json) = send(&app, request(Method::GET, uri, LOCAL, Body::empty())).await;
+            (started.elapsed(), json)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let body = format!(r#"{{"blob":"{hash}","frame":3}}"#);
+    let (status, _) = send(
+        &app,
+        request(Method::POST, "/api/v1/renders", LOCAL, Body::from(body)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (waited, json) = watcher.await.unwrap();
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert_eq!(json["seq"], 1);
+    assert_eq!(json["renders"][0]["frame"], 3);
+    assert_eq!(json["renders"][0]["state"], "queued");
+
+    let (status, json) = send(
+        &app,
+        request(Method::GET, "/api/v1/renders?since=x", LOCAL, Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        json["error"].as_str().unwrap().contains("invalid query"),
+        "{json}"
+    );
+}

@@ -79,8 +79,9 @@ pub struct EngineConfig {
     pub token: Option<String>,
     /// Scheduling rules.
     pub scheduler: SchedulerConfig,
-    /// How often each node's renders are polled.
-    pub poll_interval: Duration,
+    /// How long a watch request waits on a node for a change; a node is
+    /// lost after this plus `loss_timeout` without an answer.
+    pub watch_wait: Duration,
     /// How long a node may fail to answer before its frames go elsewhere.
     pub loss_timeout: Duration,
 }
@@ -93,8 +94,8 @@ impl Default for EngineConfig {
             local: None,
             token: None,
             scheduler: SchedulerConfig::default(),
-            poll_interval: Duration::from_millis(200),
-            loss_timeout: Duration::from_secs(2),
+            watch_wait: Duration::from_millis(500),
+            loss_timeout: Duration::from_millis(2000),
         }
     }
 }
@@ -477,7 +478,7 @@ async fn run(
         expected_size: spec.expected_size,
         client,
         token: config.token.clone(),
-        poll_interval: config.poll_interval,
+        watch_wait: config.watch_wait,
         loss_timeout: config.loss_timeout,
     });
     let (reports_tx, mut reports_rx) = mpsc::channel(1024);
@@ -757,7 +758,7 @@ impl Job {
                 self.set_status(node, NodeStatus::Idle);
                 Some(Event::NodeReady { node })
             }
-            Report::Info(info) => self.node_info(node, &info),
+            Report::Activity(state, current) => self.activity(node, state, current),
             Report::Lost { reason, stale } => {
                 if let Some(entry) = self.nodes.get_mut(&node) {
                     entry.sender = None;
@@ -821,19 +822,20 @@ impl Job {
         }
     }
 
-    fn node_info(&mut self, node: NodeId, info: &NodeInfo) -> Option<Event> {
+    fn activity(
+        &mut self,
+        node: NodeId,
+        state: NodeState,
+        current: Option<(i32, f32)>,
+    ) -> Option<Event> {
         let entry = self.nodes.get_mut(&node)?;
-        entry.view.name = info.name.clone();
-        entry.view.current = info
-            .current
-            .as_ref()
-            .map(|current| (current.frame, current.progress));
-        let paused = info.state == NodeState::Paused;
+        entry.view.current = current;
+        let paused = state == NodeState::Paused;
         if !matches!(
             entry.view.status,
             NodeStatus::Uploading | NodeStatus::Lost | NodeStatus::Refused
         ) {
-            entry.view.status = match info.state {
+            entry.view.status = match state {
                 NodeState::Idle => NodeStatus::Idle,
                 NodeState::Loading => NodeStatus::Loading,
                 NodeState::Rendering => NodeStatus::Rendering,

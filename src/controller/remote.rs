@@ -1,8 +1,13 @@
 //! One task per node in a job: it sends the .blend (HEAD first, so a node
 //! that has it is not sent it again), posts the frames the scheduler assigns,
-//! polls their progress, fetches and checks the images, and reports what it
-//! sees. A node that stops answering for `loss_timeout` is reported lost and
-//! the task ends; the engine starts a new one if the node comes back.
+//! follows them, fetches and checks the images, and reports what it sees.
+//!
+//! Following is a long poll: a watcher keeps one `GET /api/v1/renders?since=`
+//! request waiting on the node, which answers the moment a render changes
+//! (and at least every half second, with progress). So a finished frame is
+//! known at once, and a node that stops answering for `loss_timeout` is
+//! reported lost, whether it is busy or idle; the task then ends, and the
+//! engine starts a new one if the node comes back.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::output::{self, OutputDir};
 use super::scheduler::{FrameIndex, NodeId};
-use crate::wire::{NodeInfo, Overrides, RenderState, RenderStatus};
+use crate::wire::{NodeState, Overrides, RenderChanges, RenderState, RenderStatus};
 
 /// What every node task of a job shares.
 #[derive(Debug)]
@@ -35,8 +40,8 @@ pub struct JobContext {
     pub client: reqwest::Client,
     /// Shared secret of the nodes.
     pub token: Option<String>,
-    /// How often renders are polled.
-    pub poll_interval: Duration,
+    /// How long a watch request waits on the node for a change.
+    pub watch_wait: Duration,
     /// How long a node may fail to answer before it counts as lost.
     pub loss_timeout: Duration,
 }
@@ -70,8 +75,8 @@ pub enum Report {
     Uploading,
     /// The node has the .blend.
     Ready,
-    /// The node's own state and activity.
-    Info(Box<NodeInfo>),
+    /// The node's own state, and the frame it renders with its progress.
+    Activity(NodeState, Option<(i32, f32)>),
     /// The node stopped answering; its render ids, to cancel if it returns.
     Lost {
         /// Why.
@@ -114,8 +119,8 @@ struct Task {
     uri: String,
     reports: mpsc::Sender<FromNode>,
     renders: BTreeMap<FrameIndex, Tracked>,
-    failing_since: Option<Instant>,
-    last_info: Option<Instant>,
+    last_answer: Instant,
+    last_activity: Option<(NodeState, Option<(i32, f32)>)>,
 }
 
 /// Why a request failed: the node is unreachable, or it answered an error.
@@ -149,8 +154,8 @@ pub async fn run(
         uri,
         reports,
         renders: BTreeMap::new(),
-        failing_since: None,
-        last_info: None,
+        last_answer: Instant::now(),
+        last_activity: None,
     };
     for id in stale {
         let _ = task
@@ -163,23 +168,76 @@ pub async fn run(
         return;
     }
     task.report(Report::Ready).await;
-    let mut poll = tokio::time::interval(task.ctx.poll_interval);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (watched_tx, mut watched) = mpsc::channel(4);
+    let watcher = tokio::spawn(watch(Arc::clone(&task.ctx), task.uri.clone(), watched_tx));
+    task.last_answer = Instant::now();
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             command = commands.recv() => match command {
                 Some(command) => task.command(command).await,
                 None => {
+                    watcher.abort();
                     task.cancel_all().await;
                     return;
                 }
             },
-            _ = poll.tick() => {
-                if let Err(reason) = task.poll().await {
+            Some(changes) = watched.recv() => {
+                task.last_answer = Instant::now();
+                task.apply(changes).await;
+            }
+            _ = check.tick() => {
+                if task.last_answer.elapsed() >= task.ctx.loss_timeout + task.ctx.watch_wait {
+                    watcher.abort();
+                    let reason = format!(
+                        "{} stopped answering for {:.1} s",
+                        task.uri,
+                        task.last_answer.elapsed().as_secs_f64()
+                    );
                     task.lost(reason).await;
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Keeps one watch request waiting on the node and forwards every answer.
+/// Failed requests are retried after a short pause; the node task decides
+/// when silence means the node is lost.
+async fn watch(ctx: Arc<JobContext>, uri: String, answers: mpsc::Sender<RenderChanges>) {
+    // The first request only learns the node's sequence number.
+    let mut since = u64::MAX;
+    loop {
+        let wait_ms = if since == u64::MAX {
+            0
+        } else {
+            ctx.watch_wait.as_millis()
+        };
+        let mut request = ctx
+            .client
+            .get(format!(
+                "{uri}/api/v1/renders?since={since}&wait_ms={wait_ms}"
+            ))
+            .timeout(ctx.watch_wait + ctx.loss_timeout);
+        if let Some(token) = &ctx.token {
+            request = request.bearer_auth(token);
+        }
+        let answer = match request.send().await {
+            Ok(response) if response.status().is_success() => {
+                response.json::<RenderChanges>().await.ok()
+            }
+            _ => None,
+        };
+        match answer {
+            Some(changes) => {
+                since = changes.seq;
+                if answers.send(changes).await.is_err() {
+                    return;
+                }
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }
@@ -335,62 +393,31 @@ impl Task {
         }
     }
 
-    /// Polls the node's renders (and, once a second, the node itself).
-    async fn poll(&mut self) -> Result<(), String> {
-        let info_due = self
-            .last_info
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-        let mut failure = None;
-        if info_due {
-            match self.call(reqwest::Method::GET, "node", None).await {
-                Ok(body) => {
-                    self.last_info = Some(Instant::now());
-                    if let Ok(info) = serde_json::from_value::<NodeInfo>(body) {
-                        self.report(Report::Info(Box::new(info))).await;
-                    }
-                }
-                Err(err) => failure = Some(err),
-            }
+    /// Takes in what the node says changed.
+    async fn apply(&mut self, changes: RenderChanges) {
+        let statuses: BTreeMap<&str, &RenderStatus> = changes
+            .renders
+            .iter()
+            .map(|status| (status.id.as_str(), status))
+            .collect();
+        let current = changes
+            .renders
+            .iter()
+            .find(|status| status.state == RenderState::Rendering)
+            .map(|status| (status.frame, status.progress));
+        let activity = (changes.state, current);
+        if self.last_activity != Some(activity) {
+            self.last_activity = Some(activity);
+            self.report(Report::Activity(changes.state, current)).await;
         }
-        let frames: Vec<FrameIndex> = self.renders.keys().copied().collect();
-        for frame in frames {
-            if failure.is_some() {
-                break;
-            }
-            let Some(id) = self.renders.get(&frame).map(|tracked| tracked.id.clone()) else {
-                continue;
-            };
-            match self
-                .call(reqwest::Method::GET, &format!("renders/{id}"), None)
-                .await
-            {
-                Ok(body) => match serde_json::from_value::<RenderStatus>(body) {
-                    Ok(status) => self.observe(frame, status).await,
-                    Err(err) => {
-                        failure = Some(CallError::Transport(format!("not a render status: {err}")))
-                    }
-                },
-                Err(CallError::Status(404, _)) => {
-                    self.renders.remove(&frame);
-                    let error =
-                        format!("{} no longer knows this render (did it restart?)", self.uri);
-                    self.report(Report::Failed(frame, error)).await;
-                }
-                Err(err) => failure = Some(err),
-            }
-        }
-        match failure {
-            None => {
-                self.failing_since = None;
-                Ok(())
-            }
-            Some(err) => {
-                let since = *self.failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.ctx.loss_timeout {
-                    Err(format!("{} stopped answering: {}", self.uri, err.message()))
-                } else {
-                    Ok(())
-                }
+        let tracked: Vec<(FrameIndex, String)> = self
+            .renders
+            .iter()
+            .map(|(&frame, tracked)| (frame, tracked.id.clone()))
+            .collect();
+        for (frame, id) in tracked {
+            if let Some(status) = statuses.get(id.as_str()) {
+                self.observe(frame, (*status).clone()).await;
             }
         }
     }
@@ -410,7 +437,9 @@ impl Task {
         }
         match status.state {
             RenderState::Queued | RenderState::Loading => {}
-            RenderState::Rendering => self.report(Report::Progress(frame, status.progress)).await,
+            RenderState::Rendering => {
+                self.report(Report::Progress(frame, status.progress)).await;
+            }
             RenderState::Done => {
                 if let Some(tracked) = self.renders.get_mut(&frame)
                     && !tracked.rendered
@@ -443,7 +472,7 @@ impl Task {
     }
 }
 
-/// Fetching one frame's image, beside the node's polling.
+/// Fetching one frame's image, beside the node's watching.
 struct Fetch {
     ctx: Arc<JobContext>,
     node: NodeId,

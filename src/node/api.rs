@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,9 @@ use subtle::ConstantTimeEq;
 
 use super::Node;
 use super::blobs::{BlobError, PutOutcome, is_valid_hash};
-use crate::wire::{ErrorBody, FRAME_RANGE, NodeInfo, RenderCreated, RenderRequest, RenderStatus};
+use crate::wire::{
+    ErrorBody, FRAME_RANGE, NodeInfo, RenderChanges, RenderCreated, RenderRequest, RenderStatus,
+};
 
 /// Largest JSON body the API reads.
 const JSON_LIMIT_BYTES: usize = 64 * 1024;
@@ -222,8 +225,41 @@ async fn create_render(
     Ok((StatusCode::CREATED, Json(RenderCreated { id })))
 }
 
-async fn list_renders(State(node): State<Arc<Node>>) -> Json<Vec<RenderStatus>> {
-    Json(node.renders().statuses())
+/// Query of `GET /api/v1/renders`.
+#[derive(Debug, serde::Deserialize)]
+struct WatchQuery {
+    /// Sequence number the client has seen; 0 (default) lists everything.
+    #[serde(default)]
+    since: u64,
+    /// Wait up to this long for a change after `since` (at most 30 s).
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Longest a watch request waits.
+const WATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn list_renders(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<WatchQuery>, QueryRejection>,
+) -> ApiResult<Json<RenderChanges>> {
+    let Query(query) =
+        query.map_err(|err| ApiError::BadRequest(format!("invalid query: {err}")))?;
+    if query.wait_ms > 0 {
+        let mut changes = node.subscribe_changes();
+        let wait = std::time::Duration::from_millis(query.wait_ms).min(WATCH_LIMIT);
+        let stop = node.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::timeout(wait, changes.wait_for(|seq| *seq > query.since)) => {}
+            () = stop.cancelled() => {}
+        }
+    }
+    let renders = node.renders();
+    Ok(Json(RenderChanges {
+        seq: renders.seq(),
+        state: renders.node_state(),
+        renders: renders.changes_since(query.since),
+    }))
 }
 
 fn checked_id(id: &str) -> ApiResult<()> {

@@ -85,6 +85,8 @@ pub struct Node {
     /// Wakes the renderer: new work, resume, cancel.
     work: Notify,
     state: watch::Sender<NodeState>,
+    /// The render table's sequence number, for controllers waiting on changes.
+    changes: watch::Sender<u64>,
     /// Cancelled when the node shuts down (`/stop`, Ctrl-C, SIGTERM).
     pub shutdown: CancellationToken,
 }
@@ -108,6 +110,7 @@ impl Node {
         }
         std::fs::create_dir_all(&renders_dir).map_err(io(&renders_dir))?;
         let (state, _) = watch::channel(NodeState::Idle);
+        let (changes, _) = watch::channel(0);
         Ok(Arc::new(Self {
             id,
             name: config.name,
@@ -121,6 +124,7 @@ impl Node {
             renders: Mutex::new(Renders::default()),
             work: Notify::new(),
             state,
+            changes,
             shutdown: CancellationToken::new(),
         }))
     }
@@ -141,17 +145,27 @@ impl Node {
     /// Like [`Node::update`] without waking the renderer: for the renderer
     /// itself.
     pub(crate) fn update_quiet<T>(&self, change: impl FnOnce(&mut Renders) -> T) -> T {
-        let (result, state) = {
+        let (result, state, seq) = {
             let mut renders = self.renders();
             let result = change(&mut renders);
-            (result, renders.node_state())
+            (result, renders.node_state(), renders.seq())
         };
+        self.changes.send_if_modified(|current| {
+            let changed = *current != seq;
+            *current = seq;
+            changed
+        });
         self.state.send_if_modified(|current| {
             let changed = *current != state;
             *current = state;
             changed
         });
         result
+    }
+
+    /// Watches the render table's sequence number.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Watches the node's state (for the beacon).

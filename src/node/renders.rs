@@ -21,6 +21,8 @@ const FINISHED_KEPT: usize = 1000;
 #[derive(Debug)]
 struct Render {
     status: RenderStatus,
+    /// The table's sequence number when this render last changed.
+    changed: u64,
     overrides: Overrides,
     queued_at: Instant,
     pin: Option<BlobPin>,
@@ -73,6 +75,8 @@ pub struct Renders {
     pub blender_pid: Option<u32>,
     /// Renders forgotten whose folders are still to be removed.
     forgotten: Vec<String>,
+    /// Bumped on every change of a render's state.
+    seq: u64,
 }
 
 impl Renders {
@@ -111,10 +115,40 @@ impl Renders {
                 image: None,
                 thumbnail: None,
                 log: None,
+                changed: 0,
             },
         );
         self.queue.push_back(id.clone());
+        self.touch(&id);
         id
+    }
+
+    /// Records that render `id` changed.
+    fn touch(&mut self, id: &str) {
+        self.seq += 1;
+        if let Some(render) = self.map.get_mut(id) {
+            render.changed = self.seq;
+        }
+    }
+
+    /// The sequence number of the last change.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Renders that are not finished, and finished ones that changed after
+    /// `since`: what a controller watching the node needs to see.
+    pub fn changes_since(&self, since: u64) -> Vec<RenderStatus> {
+        let mut changed: Vec<&Render> = self
+            .map
+            .values()
+            .filter(|render| !render.status.state.is_final() || render.changed > since)
+            .collect();
+        changed.sort_by_key(|render| render.changed);
+        changed
+            .into_iter()
+            .filter_map(|render| self.status(&render.status.id))
+            .collect()
     }
 
     /// Takes the next queued render for the renderer, unless paused or busy.
@@ -127,14 +161,16 @@ impl Renders {
         let blend = render.pin.as_ref()?.path();
         render.status.state = RenderState::Loading;
         render.status.queued_secs = Some(render.queued_at.elapsed().as_secs_f64());
-        self.current = Some(id.clone());
-        Some(Job {
-            id,
+        let job = Job {
+            id: id.clone(),
             blend,
             frame: render.status.frame,
             overrides: render.overrides.clone(),
             cancel: render.cancel.clone(),
-        })
+        };
+        self.current = Some(id.clone());
+        self.touch(&id);
+        Some(job)
     }
 
     /// The current render moved on to `state` (loading or rendering), with
@@ -144,6 +180,7 @@ impl Renders {
             render.status.state = state;
             render.log = Some(log);
         }
+        self.touch(id);
     }
 
     /// Blender is done with the current render: it is no longer current.
@@ -157,6 +194,7 @@ impl Renders {
         if self.current.as_deref() == Some(id) {
             self.current = None;
         }
+        self.touch(id);
         let Some(render) = self.map.get_mut(id) else {
             return;
         };
@@ -178,6 +216,7 @@ impl Renders {
 
     /// The image of a render was checked: done, or failed with the reason.
     pub fn image_checked(&mut self, id: &str, result: Result<Finished, String>) {
+        self.touch(id);
         let Some(render) = self.map.get_mut(id) else {
             return;
         };
@@ -210,6 +249,7 @@ impl Renders {
     /// finished one is forgotten with its files. Returns the render's status,
     /// `None` for an unknown id.
     pub fn cancel(&mut self, id: &str) -> Option<RenderStatus> {
+        self.touch(id);
         let render = self.map.get_mut(id)?;
         if render.status.state.is_final() {
             let status = self.status(id);
@@ -265,20 +305,6 @@ impl Renders {
             status.log_tail = log.tail();
         }
         Some(status)
-    }
-
-    /// Statuses of every known render, queued first, then the current one,
-    /// then finished ones, newest last.
-    pub fn statuses(&self) -> Vec<RenderStatus> {
-        let in_flight = self
-            .map
-            .iter()
-            .filter(|(_, render)| !render.status.state.is_final())
-            .map(|(id, _)| id);
-        in_flight
-            .chain(self.finished.iter())
-            .filter_map(|id| self.status(id))
-            .collect()
     }
 
     /// The finished image of a render, if it is done.
