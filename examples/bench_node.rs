@@ -1,10 +1,12 @@
-//! Benchmark (not a test): one node rendering a whole animation through its
-//! HTTP API, against Blender rendering it natively in one process
-//! (`blender -b FILE -a`) and against one Blender launch per frame
-//! (`blender -b FILE -f N`, how most farm workers run Blender). All three run
-//! on this machine with the same thread count, interleaved, several times;
-//! the figures are medians and ratios against the native anchor of the same
-//! run.
+//! Benchmark (not a test): a whole animation rendered four ways on this
+//! machine with the same thread count, interleaved, several times:
+//! - `blender -b FILE -a`, Blender natively in one process (the anchor);
+//! - one `herd node` driven through its HTTP API;
+//! - `herd render FILE --no-discovery`, the controller with its local node only;
+//! - `blender -b FILE -f N` once per frame, how most farm workers run Blender.
+//!
+//! The figures are medians, and ratios against the native anchor of the
+//! same run.
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example bench_node -- \
@@ -90,6 +92,33 @@ fn per_frame(options: &Options) -> f64 {
             .unwrap();
         assert!(status.success());
     }
+    started.elapsed().as_secs_f64()
+}
+
+fn herd_render(options: &Options) -> f64 {
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let status = Command::new(&options.herd)
+        .arg("render")
+        .arg(&options.blend)
+        .args(["--frames", &format!("1-{}", options.frames)])
+        .args([
+            "--no-discovery",
+            "--local-threads",
+            &options.threads.to_string(),
+        ])
+        .args(["--format", "PNG"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--work-dir")
+        .arg(work.path())
+        .env("HERD_LOOPBACK_ONLY", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
     started.elapsed().as_secs_f64()
 }
 
@@ -193,27 +222,31 @@ async fn main() {
         "{} missing: cargo build --release first",
         options.herd.display()
     );
-    let (mut natives, mut herds, mut launches) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut natives, mut herds, mut renders, mut launches) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for rep in 1..=options.reps {
         // Rotate the order so drift in the machine's load spreads evenly.
-        let mut order = ["native", "herd", "per-frame"];
-        order.rotate_left(rep % 3);
+        let mut order = ["native", "herd", "render", "per-frame"];
+        order.rotate_left(rep % 4);
         for which in order {
             match which {
                 "native" => natives.push(native(&options)),
                 "herd" => herds.push(herd(&options).await),
+                "render" => renders.push(herd_render(&options)),
                 _ => launches.push(per_frame(&options)),
             }
         }
         eprintln!(
-            "rep {rep}: native {:.2} s, herd {:.2} s, per-frame {:.2} s",
+            "rep {rep}: native {:.2} s, node API {:.2} s, herd render {:.2} s, per-frame {:.2} s",
             natives[rep - 1],
             herds[rep - 1],
+            renders[rep - 1],
             launches[rep - 1]
         );
     }
     let ratios: Vec<f64> = herds.iter().zip(&natives).map(|(h, n)| h / n).collect();
-    let launch_ratios: Vec<f64> = launches.iter().zip(&herds).map(|(l, h)| l / h).collect();
+    let render_ratios: Vec<f64> = renders.iter().zip(&natives).map(|(h, n)| h / n).collect();
+    let launch_ratios: Vec<f64> = launches.iter().zip(&renders).map(|(l, h)| l / h).collect();
     println!(
         "{} frames of {}, {} threads, {} repetitions (medians):",
         options.frames,
@@ -233,7 +266,12 @@ async fn main() {
         median(&ratios)
     );
     println!(
-        "| `blender -b -f N` per frame | {:.2} | {:.2} × native; herd is {:.2} × faster |",
+        "| `herd render` (local node only) | {:.2} | {:.3} × native (median of per-run ratios) |",
+        median(&renders),
+        median(&render_ratios)
+    );
+    println!(
+        "| `blender -b -f N` per frame | {:.2} | {:.2} × native; `herd render` is {:.2} × faster |",
         median(&launches),
         median(&launches) / median(&natives),
         median(&launch_ratios)

@@ -175,8 +175,15 @@ pub struct OutputLog {
     progress: f32,
 }
 
+impl Default for OutputLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl OutputLog {
-    fn new() -> Self {
+    /// An empty log.
+    pub fn new() -> Self {
         Self {
             lines: VecDeque::with_capacity(LOG_TAIL_LINES),
             last_output: Instant::now(),

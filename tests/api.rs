@@ -35,6 +35,7 @@ fn node(dir: &Path, token: Option<&str>) -> Arc<Node> {
         blender_version: "3.4.1".into(),
         allow: vec!["192.0.2.0/24".parse().unwrap()],
         token: token.map(str::to_string),
+        simulate: None,
     })
     .unwrap()
 }

@@ -61,6 +61,10 @@ pub struct NodeArgs {
     /// Seconds between beacons.
     #[arg(long, default_value_t = 5.0)]
     pub announce_interval: f64,
+    /// Benchmarks and scheduler tests only: replace Blender with a timer of
+    /// MS milliseconds per frame and a generated 320x180 image.
+    #[arg(long, value_name = "MS")]
+    pub simulate_ms: Option<u64>,
 }
 
 /// Runs `herd node`.
@@ -102,6 +106,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         blender_version: blender_version.clone(),
         allow: args.allow,
         token: args.token.filter(|token| !token.is_empty()),
+        simulate: args.simulate_ms.map(Duration::from_millis),
     };
     let node = Node::new(config)?;
 
@@ -142,6 +147,11 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         blender_path.display()
     );
     tracing::info!("work dir {}", work_dir.display());
+    if let Some(ms) = args.simulate_ms {
+        tracing::warn!(
+            "simulated renderer: every frame is a generated image after {ms} ms, Blender is not used"
+        );
+    }
     node::serve(
         node,
         listener,

@@ -216,6 +216,7 @@ async fn local_node(args: &RenderArgs, blender_path: PathBuf) -> Result<NodeConf
         blender_version,
         allow: Vec::new(),
         token: None,
+        simulate: None,
     })
 }
 

@@ -691,7 +691,7 @@ impl Scheduler {
                 if self.queue.is_empty() {
                     break;
                 }
-                if self.nodes[&node].runs.len() >= capacity {
+                if self.busy(node) >= capacity {
                     continue;
                 }
                 if let Some(position) = self.next_for(node, &eligible)
@@ -714,7 +714,7 @@ impl Scheduler {
     /// node's current frame, then render stragglers a second time.
     fn rebalance(&mut self, now: f64, eligible: &[NodeId], decisions: &mut Vec<Decision>) {
         for &idle in eligible {
-            if !self.nodes[&idle].runs.is_empty() {
+            if self.busy(idle) > 0 {
                 continue;
             }
             if let Some((owner, frame)) = self.waiting_behind() {
@@ -731,20 +731,40 @@ impl Scheduler {
         }
     }
 
+    /// Frames `node` is rendering or holds waiting; frames whose image is
+    /// being fetched from it no longer keep it busy.
+    fn busy(&self, node: NodeId) -> usize {
+        self.nodes.get(&node).map_or(0, |slot| {
+            slot.runs
+                .iter()
+                .filter(|&&frame| {
+                    self.frames[frame]
+                        .runs
+                        .iter()
+                        .any(|run| run.node == node && run.phase != Phase::Downloading)
+                })
+                .count()
+        })
+    }
+
     /// A frame assigned to a node but waiting behind another of its frames.
     fn waiting_behind(&self) -> Option<(NodeId, FrameIndex)> {
+        let phase = |node: NodeId, frame: FrameIndex| {
+            self.frames[frame]
+                .runs
+                .iter()
+                .find(|run| run.node == node)
+                .map(|run| run.phase)
+        };
         self.nodes.iter().find_map(|(&node, slot)| {
             slot.runs
                 .iter()
-                .skip(1)
                 .copied()
+                .filter(|&frame| phase(node, frame) != Some(Phase::Downloading))
+                .skip(1)
                 .find(|&frame| {
-                    let entry = &self.frames[frame];
-                    entry.runs.len() == 1
-                        && entry
-                            .runs
-                            .iter()
-                            .any(|run| run.node == node && run.phase == Phase::Assigned)
+                    self.frames[frame].runs.len() == 1
+                        && phase(node, frame) == Some(Phase::Assigned)
                 })
                 .map(|frame| (node, frame))
         })

@@ -43,6 +43,9 @@ pub struct NodeConfig {
     pub allow: Vec<ipnet::IpNet>,
     /// Shared secret every request must carry, if set.
     pub token: Option<String>,
+    /// Replace Blender with a timer and a generated image of this many
+    /// milliseconds a frame: for scheduler tests and scale benchmarks only.
+    pub simulate: Option<std::time::Duration>,
 }
 
 /// Errors starting a node.
@@ -80,6 +83,8 @@ pub struct Node {
     pub token: Option<String>,
     /// Folder of rendered frames.
     pub renders_dir: PathBuf,
+    /// The simulated renderer's time per frame, when simulating.
+    pub simulate: Option<std::time::Duration>,
     started: Instant,
     renders: Mutex<Renders>,
     /// Wakes the renderer: new work, resume, cancel.
@@ -120,6 +125,7 @@ impl Node {
             access: AccessList::new(config.allow),
             token: config.token,
             renders_dir,
+            simulate: config.simulate,
             started: Instant::now(),
             renders: Mutex::new(Renders::default()),
             work: Notify::new(),

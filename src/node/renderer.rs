@@ -25,7 +25,12 @@ pub async fn run(node: Arc<Node>) {
         };
         let started = Instant::now();
         let outcome = tokio::select! {
-            outcome = render(&node, &mut worker, &job) => Some(outcome),
+            outcome = async {
+                match node.simulate {
+                    Some(per_frame) => simulate(&node, &job, per_frame).await,
+                    None => render(&node, &mut worker, &job).await,
+                }
+            } => Some(outcome),
             () = job.cancel.cancelled() => None,
         };
         let (load_secs, result) = match outcome {
@@ -66,8 +71,15 @@ pub async fn run(node: Arc<Node>) {
             job.frame,
             started.elapsed().as_secs_f64()
         );
-        node.update_quiet(|renders| renders.blender_pid = worker.as_ref().and_then(Worker::pid));
-        remove_forgotten(&node).await;
+        let pid = worker.as_ref().and_then(Worker::pid);
+        let forgotten = node.update_quiet(|renders| {
+            renders.blender_pid = pid;
+            renders.take_forgotten()
+        });
+        if !forgotten.is_empty() {
+            // Off the render loop: the next frame starts now.
+            tokio::spawn(remove_dirs(Arc::clone(&node), forgotten));
+        }
     }
     if let Some(worker) = worker {
         worker.quit().await;
@@ -168,6 +180,50 @@ async fn render(
     (load_secs, result.map_err(RenderFailure::from))
 }
 
+/// Width and height of the simulated renderer's frames at 100 %: the demo
+/// scene's.
+pub const SIMULATED_SIZE: (u32, u32) = (320, 180);
+
+/// The simulated renderer: writes a flat image of [`SIMULATED_SIZE`] at the
+/// requested percentage and answers `per_frame` after it began. For scheduler tests and
+/// scale benchmarks only; it never starts Blender.
+async fn simulate(
+    node: &Node,
+    job: &Job,
+    per_frame: std::time::Duration,
+) -> (Option<f64>, Result<Rendered, RenderFailure>) {
+    let log = Arc::new(std::sync::Mutex::new(crate::blender::OutputLog::new()));
+    node.update_quiet(|renders| renders.set_phase(&job.id, RenderState::Rendering, log));
+    // The frame takes `per_frame` in all, its image included.
+    let started = tokio::time::Instant::now();
+    let percent = job.overrides.resolution_percent.unwrap_or(100);
+    let width = (SIMULATED_SIZE.0 * percent / 100).max(1);
+    let height = (SIMULATED_SIZE.1 * percent / 100).max(1);
+    let dir = node.renders_dir.join(&job.id);
+    let path = dir.join(format!("frame_{:04}.png", job.frame));
+    let shade = u8::try_from(job.frame.rem_euclid(256)).unwrap_or(0);
+    let written = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || -> Result<(), String> {
+            std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
+            image::RgbImage::from_pixel(width, height, image::Rgb([shade, 96, 160]))
+                .save(&path)
+                .map_err(|err| err.to_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|err| Err(err.to_string()));
+    tokio::time::sleep_until(started + per_frame).await;
+    let result = written.map_err(RenderFailure::Node).map(|()| Rendered {
+        frame: job.frame,
+        path,
+        render_secs: started.elapsed().as_secs_f64(),
+        width: Some(width),
+        height: Some(height),
+    });
+    (None, result)
+}
+
 fn load_failure(err: BlenderError, blend: &Path) -> RenderFailure {
     match err {
         BlenderError::Blender(message) => RenderFailure::Blender(format!(
@@ -224,8 +280,7 @@ fn thumbnail_path(image: &Path) -> PathBuf {
     image.with_file_name("thumbnail.png")
 }
 
-async fn remove_forgotten(node: &Node) {
-    let forgotten = node.update_quiet(|renders| renders.take_forgotten());
+async fn remove_dirs(node: Arc<Node>, forgotten: Vec<String>) {
     for id in forgotten {
         let dir = node.renders_dir.join(&id);
         if let Err(err) = tokio::fs::remove_dir_all(&dir).await

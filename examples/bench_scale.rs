@@ -1,0 +1,177 @@
+//! Benchmark (not a test) of the scheduler at scale: `herd render` against
+//! many nodes running the *simulated* renderer (`herd node --simulate-ms`,
+//! a timer and a generated image instead of Blender), all on loopback.
+//!
+//! ```text
+//! cargo build --release && cargo run --release --example bench_scale -- \
+//!     [--nodes 32] [--frames 2000] [--ms 50] [--reps 3] [--out-dir /dev/shm]
+//! ```
+//!
+//! Efficiency = ideal wall (frames × ms / nodes) ÷ the job's wall time (from
+//! the engine's `started` event to `finished`); controller CPU = its user +
+//! system time over the same wall time, in cores.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+struct Options {
+    nodes: usize,
+    frames: usize,
+    ms: u64,
+    reps: usize,
+    out_dir: PathBuf,
+    herd: PathBuf,
+}
+
+fn options() -> Options {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut options = Options {
+        nodes: 32,
+        frames: 2000,
+        ms: 50,
+        reps: 3,
+        out_dir: std::env::temp_dir(),
+        herd: root.join("target/release/herd"),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).expect("every option takes a value");
+        match pair[0].as_str() {
+            "--nodes" => options.nodes = value.parse().unwrap(),
+            "--frames" => options.frames = value.parse().unwrap(),
+            "--ms" => options.ms = value.parse().unwrap(),
+            "--reps" => options.reps = value.parse().unwrap(),
+            "--out-dir" => options.out_dir = value.into(),
+            "--herd" => options.herd = value.into(),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    options
+}
+
+fn start_node(options: &Options, work: &Path) -> (Child, String) {
+    let mut child = Command::new(&options.herd)
+        .args(["node", "--headless", "--port", "0", "--discovery-port", "0"])
+        .args(["--simulate-ms", &options.ms.to_string()])
+        .arg("--work-dir")
+        .arg(work)
+        .env("HERD_LOOPBACK_ONLY", "1")
+        .env("HERD_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap()
+        .trim_end_matches(',')
+        .to_string();
+    (child, url)
+}
+
+/// User + system CPU seconds of a live process.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn run_once(options: &Options, urls: &[String]) -> (f64, f64) {
+    let out = tempfile::tempdir_in(&options.out_dir).unwrap();
+    let mut command = Command::new(&options.herd);
+    command
+        .arg("render")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/demo.blend"))
+        .args(["--frames", &format!("1-{}", options.frames)])
+        .args([
+            "--no-local",
+            "--no-discovery",
+            "--json",
+            "--resolution-percent",
+            "10",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .env("HERD_LOOPBACK_ONLY", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for url in urls {
+        command.args(["--node", url]);
+    }
+    let mut child = command.spawn().unwrap();
+    let pid = child.id();
+    let mut started = None;
+    let mut cpu_at_start = 0.0;
+    let mut result = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with(r#"{"event":"started""#) {
+            started = Some(Instant::now());
+            cpu_at_start = cpu_secs(pid).unwrap_or(0.0);
+        } else if line.starts_with(r#"{"event":"finished""#) {
+            let wall = started.unwrap().elapsed().as_secs_f64();
+            let cpu = cpu_secs(pid).unwrap_or(0.0) - cpu_at_start;
+            let summary: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(summary["outcome"], "complete", "{summary}");
+            assert_eq!(summary["frames_done"].as_u64(), Some(options.frames as u64));
+            result = Some((wall, cpu / wall));
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    result.unwrap()
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn main() {
+    let options = options();
+    let works: Vec<_> = (0..options.nodes)
+        .map(|_| tempfile::tempdir_in(&options.out_dir).unwrap())
+        .collect();
+    let mut nodes: Vec<(Child, String)> = works
+        .iter()
+        .map(|work| start_node(&options, work.path()))
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|(_, url)| url.clone()).collect();
+    let ideal = options.frames as f64 * options.ms as f64 / 1000.0 / options.nodes as f64;
+    let (mut walls, mut efficiencies, mut cpus) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 1..=options.reps {
+        let (wall, cpu) = run_once(&options, &urls);
+        eprintln!(
+            "rep {rep}: wall {wall:.2} s, ideal {ideal:.2} s, efficiency {:.3}, controller CPU {cpu:.2} cores",
+            ideal / wall
+        );
+        walls.push(wall);
+        efficiencies.push(ideal / wall);
+        cpus.push(cpu);
+    }
+    println!(
+        "{} simulated nodes × {} frames × {} ms, {} repetitions (medians):",
+        options.nodes, options.frames, options.ms, options.reps
+    );
+    println!("| ideal wall (s) | job wall (s) | efficiency | controller CPU (cores) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {ideal:.2} | {:.2} | {:.3} | {:.2} |",
+        median(&walls),
+        median(&efficiencies),
+        median(&cpus)
+    );
+    for (child, _) in &mut nodes {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
