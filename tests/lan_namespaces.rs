@@ -195,3 +195,155 @@ fn a_job_across_hosts_survives_a_cut_link_and_the_node_rejoins_needs_root() {
     let _ = node2.wait();
     let _ = node3.wait();
 }
+
+/// Runs `herd render --json` on `host` with `args`; `on_event` sees each
+/// event with the controller's pid and may kill it. Returns the events and
+/// whether the controller exited successfully.
+fn render_on(
+    lan: &Lan,
+    host: &str,
+    out: &std::path::Path,
+    work: &std::path::Path,
+    args: &[&str],
+    mut on_event: impl FnMut(&Value, u32),
+) -> (Vec<Value>, bool) {
+    let mut controller = lan
+        .command(host, HERD)
+        .arg("render")
+        .arg(common::demo_blend())
+        .args(["--no-local", "--json", "--out"])
+        .arg(out)
+        .arg("--work-dir")
+        .arg(work)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = controller.id();
+    let mut events = Vec::new();
+    for line in BufReader::new(controller.stdout.take().unwrap()).lines() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        on_event(&event, pid);
+        events.push(event);
+    }
+    let success = controller.wait().unwrap().success();
+    (events, success)
+}
+
+#[test]
+fn node_and_controller_killed_mid_job_then_resumed_by_hand_needs_root() {
+    if !common::root_or_skip("node_and_controller_killed_mid_job_then_resumed_by_hand") {
+        return;
+    }
+    let lan = Lan::up(3);
+    let (work2, work3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = ["--threads", "1", "--announce-interval", "1"];
+    let mut node2 = start_node_with(&lan, "h2", work2.path(), &args);
+    let mut node3 = start_node_with(&lan, "h3", work3.path(), &args);
+    let out = tempfile::tempdir().unwrap();
+    let work1 = tempfile::tempdir().unwrap();
+
+    // First run, by broadcast discovery: kill -9 node h3 once it rendered a
+    // frame, then kill -9 the controller after 8 frames.
+    let mut done = 0;
+    let mut node3_killed = false;
+    let (events, success) = render_on(
+        &lan,
+        "h1",
+        out.path(),
+        work1.path(),
+        &["--frames", "1-20"],
+        |event, pid| {
+            if event["event"] == "frame" && event["state"] == "done" {
+                done += 1;
+                if event["node"] == "h3" && !node3_killed {
+                    let _ = node3.kill();
+                    node3_killed = true;
+                }
+                if done == 8 {
+                    std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status()
+                        .unwrap();
+                }
+            }
+        },
+    );
+    assert!(!success, "the controller was killed: {events:?}");
+    assert!(
+        node3_killed,
+        "node h3 rendered a frame before the controller died"
+    );
+    let lost = events.iter().any(|event| {
+        event["event"] == "log"
+            && event["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("node lost")
+    });
+    assert!(lost, "h3's death was noticed before the controller's");
+    let before: usize = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".png")
+        })
+        .count();
+    assert!(before >= 8, "{before}");
+
+    // Second run: the surviving node given by hand, no discovery.
+    let (events, success) = render_on(
+        &lan,
+        "h1",
+        out.path(),
+        work1.path(),
+        &[
+            "--frames",
+            "1-20",
+            "--no-discovery",
+            "--node",
+            "http://10.77.0.2:8082",
+        ],
+        |_, _| {},
+    );
+    assert!(success, "{events:?}");
+    let started = events
+        .iter()
+        .find(|event| event["event"] == "started")
+        .unwrap();
+    assert_eq!(started["skipped"].as_u64(), Some(before as u64));
+    let summary = events
+        .iter()
+        .find(|event| event["event"] == "finished")
+        .unwrap();
+    assert_eq!(summary["nodes"][0]["name"], "h2");
+    assert_eq!(
+        summary["nodes"][0]["frames"].as_u64(),
+        Some(20 - before as u64),
+        "done frames were not rendered again"
+    );
+    for frame in 1..=20 {
+        let image = image::open(out.path().join(format!("demo_{frame:04}.png"))).unwrap();
+        assert_eq!((image.width(), image.height()), (320, 180));
+    }
+    let leftovers = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".part")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no temp files left");
+    let _ = node2.kill();
+    let _ = node2.wait();
+    let _ = node3.wait();
+}

@@ -290,3 +290,94 @@ fn frames_already_there_are_skipped_unless_overwrite() {
     assert_eq!(summary["frames_skipped"], 0);
     assert_eq!(summary["frames_done"], 3);
 }
+
+#[test]
+fn garbage_and_spoofed_beacons_do_not_disturb_a_job() {
+    let node = NodeProcess::start(&["--threads", "1", "--name", "real"]);
+    let real_id = {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(node.info())["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Something on the LAN that answers HTTP but is not a herd node.
+    let impostor = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let impostor_uri = format!("http://{}", impostor.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in impostor.incoming().flatten() {
+            use std::io::Write;
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nnot json");
+        }
+    });
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut child = Command::new(HERD)
+        .arg("render")
+        .arg(demo_blend())
+        .args([
+            "--frames",
+            "1-6",
+            "--no-local",
+            "--json",
+            "--discovery-port",
+            &port.to_string(),
+        ])
+        .args(["--node", &node.url])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--work-dir")
+        .arg(work.path())
+        .env("HERD_LOOPBACK_ONLY", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spammer = std::thread::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let target = format!("127.0.0.1:{port}");
+            let beacon = |id: &str, uri: &str| {
+                format!(
+                    r#"{{"kind":"beacon","herd":1,"id":"{id}","name":"evil","uri":"{uri}","state":"idle","version":"0"}}"#
+                )
+            };
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 20_000 {
+                let datagrams = [
+                    b"\x00\x01garbage".to_vec(),
+                    vec![b'{'; 4000],
+                    beacon(&real_id, &impostor_uri).into_bytes(),
+                    beacon(&format!("fake-{sent}"), &impostor_uri).into_bytes(),
+                    beacon("closed", "http://127.0.0.1:1").into_bytes(),
+                ];
+                for datagram in datagrams {
+                    let _ = socket.send_to(&datagram, &target);
+                }
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    });
+    let events = events(&mut child, |_| {});
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    spammer.join().unwrap();
+    assert!(child.wait().unwrap().success(), "{events:?}");
+    assert_eq!(check_frames(out.path(), 1..=6), 6);
+    let summary = finished(&events);
+    let names: Vec<&str> = summary["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["real"], "no impostor took frames");
+}

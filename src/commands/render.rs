@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use herd::blender::{self, BlenderConfig};
 use herd::controller::engine::{
-    self, EngineCommand, EngineConfig, EngineEvent, JobSpec, JobSummary, NodeCheck, NodeStatus,
-    NodeView, Outcome,
+    self, EngineCommand, EngineConfig, EngineEvent, JobSpec, JobSummary, LocalNode, NodeCheck,
+    NodeStatus, NodeView, Outcome,
 };
 use herd::controller::frames::parse_frames;
 use herd::controller::inspect;
@@ -84,7 +84,25 @@ fn parse_format(text: &str) -> Result<ImageFormat, String> {
 /// Runs `herd render`.
 pub async fn run(args: RenderArgs) -> Result<()> {
     let blender_path = blender::locate(args.blender.as_deref())?;
-    let scene = inspect::inspect(&blender_path, &args.file).await?;
+    // The local node starts first: its Blender warms up while the file is read.
+    let local = if args.no_local {
+        None
+    } else {
+        Some(LocalNode::start(local_node(&args, blender_path.clone()).await?).await?)
+    };
+    let result = render(&args, &blender_path, local.clone()).await;
+    if let Some(local) = local {
+        local.stop().await;
+    }
+    result
+}
+
+async fn render(
+    args: &RenderArgs,
+    blender_path: &std::path::Path,
+    local: Option<Arc<LocalNode>>,
+) -> Result<()> {
+    let scene = inspect::inspect(blender_path, &args.file).await?;
     let frames = match &args.frames {
         Some(list) => parse_frames(list)?,
         None => {
@@ -135,11 +153,6 @@ pub async fn run(args: RenderArgs) -> Result<()> {
         inspect::check_compatible(&file, header.version, &info.blender_version)
             .map_err(|err| err.to_string())
     });
-    let local = if args.no_local {
-        None
-    } else {
-        Some(local_node(&args, blender_path.clone()).await?)
-    };
     let spec = JobSpec {
         blend: args.file.clone(),
         frames,

@@ -73,8 +73,9 @@ pub struct EngineConfig {
     pub nodes: Vec<String>,
     /// UDP port to hear beacons on; `None`: no discovery.
     pub discovery_port: Option<u16>,
-    /// The controller's own node, run in-process on loopback; `None`: none.
-    pub local: Option<NodeConfig>,
+    /// The controller's own node, running in-process on loopback (see
+    /// [`LocalNode`]); `None`: none. Its owner starts and stops it.
+    pub local: Option<Arc<LocalNode>>,
     /// Shared secret of the nodes.
     pub token: Option<String>,
     /// Scheduling rules.
@@ -391,10 +392,52 @@ struct Confirmed {
     result: Result<NodeInfo, String>,
 }
 
-struct LocalNode {
+/// The controller's own node: a node in this process on a loopback port,
+/// scheduled like any other. Start it early: its Blender starts at once, so
+/// it is warm by the time the job begins.
+#[derive(Debug)]
+pub struct LocalNode {
     uri: String,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
+}
+
+impl LocalNode {
+    /// Starts a node with `config` on 127.0.0.1, port chosen by the system.
+    pub async fn start(config: NodeConfig) -> Result<Arc<Self>, EngineError> {
+        let node = Node::new(config).map_err(|err| EngineError::Local(err.to_string()))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|err| EngineError::Local(err.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|err| EngineError::Local(err.to_string()))?;
+        let stop = node.shutdown.clone();
+        let task = tokio::spawn(node::serve(node, listener, None, std::future::pending()));
+        Ok(Arc::new(Self {
+            uri: format!("http://{addr}"),
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        }))
+    }
+
+    /// Its API address.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Stops it: cancels its frame and ends its Blender.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
 }
 
 struct Job {
@@ -508,15 +551,11 @@ async fn run(
     };
     if job.scheduler.is_finished() {
         job.end = Some(Outcome::Complete);
-        return Ok(job.finish(None).await);
+        return Ok(job.finish().await);
     }
 
-    let local = match job.config.local.clone() {
-        Some(local_config) => Some(start_local(local_config).await?),
-        None => None,
-    };
-    if let Some(local) = &local {
-        job.confirm(local.uri.clone(), true);
+    if let Some(local) = job.config.local.clone() {
+        job.confirm(local.uri().to_string(), true);
     }
     for uri in job.config.nodes.clone() {
         job.confirm(uri.trim_end_matches('/').to_string(), false);
@@ -556,7 +595,7 @@ async fn run(
             }
         }
     }
-    Ok(job.finish(local).await)
+    Ok(job.finish().await)
 }
 
 async fn hash_file(path: &std::path::Path) -> Result<(String, u64), EngineError> {
@@ -583,23 +622,6 @@ async fn hash_file(path: &std::path::Path) -> Result<(String, u64), EngineError>
     .map_err(|source| EngineError::Blend {
         path: error_path,
         source,
-    })
-}
-
-async fn start_local(config: NodeConfig) -> Result<LocalNode, EngineError> {
-    let node = Node::new(config).map_err(|err| EngineError::Local(err.to_string()))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|err| EngineError::Local(err.to_string()))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|err| EngineError::Local(err.to_string()))?;
-    let stop = node.shutdown.clone();
-    let task = tokio::spawn(node::serve(node, listener, None, std::future::pending()));
-    Ok(LocalNode {
-        uri: format!("http://{addr}"),
-        stop,
-        task,
     })
 }
 
@@ -992,9 +1014,8 @@ impl Job {
         }
     }
 
-    /// Ends the job: cancels what nodes still hold, stops the local node and
-    /// sums up.
-    async fn finish(mut self, local: Option<LocalNode>) -> JobSummary {
+    /// Ends the job: cancels what nodes still hold and sums up.
+    async fn finish(mut self) -> JobSummary {
         self.publish().await;
         let mut tasks = Vec::new();
         for entry in self.nodes.values_mut() {
@@ -1004,10 +1025,6 @@ impl Job {
         }
         for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
-        }
-        if let Some(local) = local {
-            local.stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(10), local.task).await;
         }
         let slots = self.scheduler.nodes();
         let nodes = self

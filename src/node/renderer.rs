@@ -18,7 +18,29 @@ pub const THUMBNAIL_PX: u32 = 256;
 /// Renders queued frames until the node shuts down, then ends Blender.
 pub async fn run(node: Arc<Node>) {
     let mut worker: Option<Worker> = None;
+    // Keep a Blender started ahead of work, so a file's first frame pays only
+    // its load. After a failed start, Blender starts with the next frame
+    // instead (which then reports why it cannot).
+    let mut warm = node.simulate.is_none();
     loop {
+        if warm && worker.is_none() {
+            let started = tokio::select! {
+                started = Worker::start(&node.blender) => Some(started),
+                () = node.shutdown.cancelled() => None,
+            };
+            match started {
+                None => break,
+                Some(Ok(ready)) => {
+                    let pid = ready.pid();
+                    node.update_quiet(|renders| renders.blender_pid = pid);
+                    worker = Some(ready);
+                }
+                Some(Err(err)) => {
+                    tracing::warn!("cannot start Blender ahead of work: {err}");
+                    warm = false;
+                }
+            }
+        }
         let job = tokio::select! {
             job = next_job(&node) => job,
             () = node.shutdown.cancelled() => break,
@@ -72,6 +94,7 @@ pub async fn run(node: Arc<Node>) {
             started.elapsed().as_secs_f64()
         );
         let pid = worker.as_ref().and_then(Worker::pid);
+        warm |= pid.is_some() && node.simulate.is_none();
         let forgotten = node.update_quiet(|renders| {
             renders.blender_pid = pid;
             renders.take_forgotten()
