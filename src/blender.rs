@@ -128,8 +128,17 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, BlenderError> {
         })
 }
 
-/// Asks Blender for its version, e.g. `3.4.1`.
+/// Asks Blender for its version, e.g. `3.4.1`. `blender --version` costs
+/// about 0.4 s, so the answer is remembered per executable (its canonical
+/// path, size and modification time), in this process and in the user's
+/// cache dir; a changed binary is asked again.
 pub async fn version(path: &Path) -> Result<String, BlenderError> {
+    let key = version_key(path);
+    if let Some(key) = &key
+        && let Some(known) = version_cache::get(key)
+    {
+        return Ok(known);
+    }
     let output = Command::new(path)
         .arg("--version")
         .stdin(Stdio::null())
@@ -140,7 +149,8 @@ pub async fn version(path: &Path) -> Result<String, BlenderError> {
             source,
         })?;
     let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
+    let version = text
+        .lines()
         .find_map(|line| line.trim().strip_prefix("Blender "))
         .map(|version| version.trim().to_string())
         .ok_or_else(|| {
@@ -149,7 +159,83 @@ pub async fn version(path: &Path) -> Result<String, BlenderError> {
                 path.display(),
                 output.status
             ))
-        })
+        })?;
+    if let Some(key) = key {
+        version_cache::put(key, &version);
+    }
+    Ok(version)
+}
+
+/// What identifies one Blender binary: canonical path, size, mtime.
+fn version_key(path: &Path) -> Option<String> {
+    let canonical = std::fs::canonicalize(path).ok()?;
+    let meta = std::fs::metadata(&canonical).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!(
+        "{}|{}|{}",
+        canonical.display(),
+        meta.len(),
+        modified.as_nanos()
+    ))
+}
+
+/// Blender versions already asked, in memory and in a small JSON file.
+mod version_cache {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+
+    fn memory() -> &'static Mutex<HashMap<String, String>> {
+        static MEMORY: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+        MEMORY.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    fn file() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "herd")
+            .map(|dirs| dirs.cache_dir().join("blender-versions.json"))
+    }
+
+    fn read_file() -> HashMap<String, String> {
+        file()
+            .and_then(|path| std::fs::read(path).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn get(key: &str) -> Option<String> {
+        let mut memory = memory().lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(version) = memory.get(key) {
+            return Some(version.clone());
+        }
+        let version = read_file().remove(key)?;
+        memory.insert(key.to_string(), version.clone());
+        Some(version)
+    }
+
+    pub(super) fn put(key: String, version: &str) {
+        memory()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), version.to_string());
+        let Some(path) = file() else { return };
+        let mut all = read_file();
+        all.insert(key, version.to_string());
+        let Ok(bytes) = serde_json::to_vec(&all) else {
+            return;
+        };
+        // A cache: failing to write it only costs the next start 0.4 s.
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let temp = path.with_extension(format!("{}.tmp", std::process::id()));
+        if std::fs::write(&temp, bytes).is_ok() {
+            let _ = std::fs::rename(&temp, &path);
+        }
+    }
 }
 
 /// How to run Blender.
