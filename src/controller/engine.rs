@@ -781,6 +781,17 @@ impl Job {
                 Some(Event::NodeReady { node })
             }
             Report::Activity(state, current) => self.activity(node, state, current),
+            Report::Refused(reason) => {
+                if let Some(entry) = self.nodes.get_mut(&node) {
+                    entry.sender = None;
+                    entry.view.status = NodeStatus::Refused;
+                    entry.view.error = Some(reason.clone());
+                }
+                self.emit
+                    .log(format!("node left out of this job: {reason}"))
+                    .await;
+                Some(Event::NodeLost { node })
+            }
             Report::Lost { reason, stale } => {
                 if let Some(entry) = self.nodes.get_mut(&node) {
                     entry.sender = None;

@@ -77,6 +77,9 @@ pub enum Report {
     Ready,
     /// The node's own state, and the frame it renders with its progress.
     Activity(NodeState, Option<(i32, f32)>),
+    /// The node answered that it cannot take this job (e.g. its disk is
+    /// full); it is left out of the job.
+    Refused(String),
     /// The node stopped answering; its render ids, to cancel if it returns.
     Lost {
         /// Why.
@@ -111,6 +114,7 @@ struct Tracked {
     number: i32,
     started: bool,
     rendered: bool,
+    posted_at: Instant,
 }
 
 struct Task {
@@ -121,6 +125,13 @@ struct Task {
     renders: BTreeMap<FrameIndex, Tracked>,
     last_answer: Instant,
     last_activity: Option<(NodeState, Option<(i32, f32)>)>,
+}
+
+/// Why an upload failed: the node did not answer (it may come back), or it
+/// answered no (it cannot take this job).
+enum Upload {
+    Unreachable(String),
+    Refused(String),
 }
 
 /// Why a request failed: the node is unreachable, or it answered an error.
@@ -163,9 +174,16 @@ pub async fn run(
             .await;
     }
     task.report(Report::Uploading).await;
-    if let Err(reason) = task.upload().await {
-        task.lost(reason).await;
-        return;
+    match task.upload().await {
+        Ok(()) => {}
+        Err(Upload::Refused(reason)) => {
+            task.report(Report::Refused(reason)).await;
+            return;
+        }
+        Err(Upload::Unreachable(reason)) => {
+            task.lost(reason).await;
+            return;
+        }
     }
     task.report(Report::Ready).await;
     let (watched_tx, mut watched) = mpsc::channel(4);
@@ -183,9 +201,9 @@ pub async fn run(
                     return;
                 }
             },
-            Some(changes) = watched.recv() => {
+            Some((requested_at, changes)) = watched.recv() => {
                 task.last_answer = Instant::now();
-                task.apply(changes).await;
+                task.apply(requested_at, changes).await;
             }
             _ = check.tick() => {
                 if task.last_answer.elapsed() >= task.ctx.loss_timeout + task.ctx.watch_wait {
@@ -206,7 +224,7 @@ pub async fn run(
 /// Keeps one watch request waiting on the node and forwards every answer.
 /// Failed requests are retried after a short pause; the node task decides
 /// when silence means the node is lost.
-async fn watch(ctx: Arc<JobContext>, uri: String, answers: mpsc::Sender<RenderChanges>) {
+async fn watch(ctx: Arc<JobContext>, uri: String, answers: mpsc::Sender<(Instant, RenderChanges)>) {
     // The first request only learns the node's sequence number.
     let mut since = u64::MAX;
     loop {
@@ -215,6 +233,7 @@ async fn watch(ctx: Arc<JobContext>, uri: String, answers: mpsc::Sender<RenderCh
         } else {
             ctx.watch_wait.as_millis()
         };
+        let requested_at = Instant::now();
         let mut request = ctx
             .client
             .get(format!(
@@ -233,7 +252,7 @@ async fn watch(ctx: Arc<JobContext>, uri: String, answers: mpsc::Sender<RenderCh
         match answer {
             Some(changes) => {
                 since = changes.seq;
-                if answers.send(changes).await.is_err() {
+                if answers.send((requested_at, changes)).await.is_err() {
                     return;
                 }
             }
@@ -300,22 +319,35 @@ impl Task {
     }
 
     /// Sends the .blend unless the node has it.
-    async fn upload(&self) -> Result<(), String> {
+    async fn upload(&self) -> Result<(), Upload> {
         let path = format!("blobs/{}", self.ctx.blob);
         let head = self
             .request(reqwest::Method::HEAD, &path)
             .timeout(self.ctx.loss_timeout)
             .send()
             .await
-            .map_err(|err| format!("cannot reach {}: {}", self.uri, transport_text(&err)))?;
+            .map_err(|err| {
+                Upload::Unreachable(format!(
+                    "cannot reach {}: {}",
+                    self.uri,
+                    transport_text(&err)
+                ))
+            })?;
         match head.status().as_u16() {
             200 => return Ok(()),
             404 => {}
-            status => return Err(format!("{} refused the job ({status})", self.uri)),
+            status => {
+                return Err(Upload::Refused(format!(
+                    "{} refused the job ({status})",
+                    self.uri
+                )));
+            }
         }
         let file = tokio::fs::File::open(&self.ctx.blend)
             .await
-            .map_err(|err| format!("cannot read {}: {err}", self.ctx.blend.display()))?;
+            .map_err(|err| {
+                Upload::Refused(format!("cannot read {}: {err}", self.ctx.blend.display()))
+            })?;
         // Generous: a slow link still gets 1 MB/s, and never less than a minute.
         let limit = Duration::from_secs(60 + self.ctx.blob_bytes / 1_000_000);
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
@@ -326,16 +358,23 @@ impl Task {
             .timeout(limit)
             .send()
             .await
-            .map_err(|err| format!("upload to {} failed: {}", self.uri, transport_text(&err)))?;
+            .map_err(|err| {
+                Upload::Unreachable(format!(
+                    "upload to {} failed: {}",
+                    self.uri,
+                    transport_text(&err)
+                ))
+            })?;
         if response.status().is_success() {
             Ok(())
         } else {
+            let status = response.status();
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            Err(format!(
-                "{} refused the .blend: {}",
+            Err(Upload::Refused(format!(
+                "{} refused the .blend ({status}): {}",
                 self.uri,
                 body["error"].as_str().unwrap_or("no reason given")
-            ))
+            )))
         }
     }
 
@@ -360,6 +399,7 @@ impl Task {
                                 number,
                                 started: false,
                                 rendered: false,
+                                posted_at: Instant::now(),
                             },
                         );
                     }
@@ -393,8 +433,9 @@ impl Task {
         }
     }
 
-    /// Takes in what the node says changed.
-    async fn apply(&mut self, changes: RenderChanges) {
+    /// Takes in what the node says changed, in answer to a request sent at
+    /// `requested_at`.
+    async fn apply(&mut self, requested_at: Instant, changes: RenderChanges) {
         let statuses: BTreeMap<&str, &RenderStatus> = changes
             .renders
             .iter()
@@ -410,14 +451,26 @@ impl Task {
             self.last_activity = Some(activity);
             self.report(Report::Activity(changes.state, current)).await;
         }
-        let tracked: Vec<(FrameIndex, String)> = self
+        let tracked: Vec<(FrameIndex, String, bool)> = self
             .renders
             .iter()
-            .map(|(&frame, tracked)| (frame, tracked.id.clone()))
+            .map(|(&frame, tracked)| {
+                // Unfinished renders are always in the answer: one posted
+                // before the request and missing from it is gone from the
+                // node (it restarted).
+                let gone = tracked.posted_at < requested_at && !tracked.rendered;
+                (frame, tracked.id.clone(), gone)
+            })
             .collect();
-        for (frame, id) in tracked {
-            if let Some(status) = statuses.get(id.as_str()) {
-                self.observe(frame, (*status).clone()).await;
+        for (frame, id, gone) in tracked {
+            match statuses.get(id.as_str()) {
+                Some(status) => self.observe(frame, (*status).clone()).await,
+                None if gone => {
+                    self.renders.remove(&frame);
+                    let error = format!("{} no longer has this frame (did it restart?)", self.uri);
+                    self.report(Report::Failed(frame, error)).await;
+                }
+                None => {}
             }
         }
     }

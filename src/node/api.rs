@@ -51,6 +51,9 @@ pub enum ApiError {
     /// 500: the node failed.
     #[error("{0}")]
     Internal(String),
+    /// 507: the node's disk is full.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 impl IntoResponse for ApiError {
@@ -63,6 +66,7 @@ impl IntoResponse for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         };
         let mut response = (
             status,
@@ -86,7 +90,10 @@ impl From<BlobError> for ApiError {
             BlobError::InvalidHash(_) | BlobError::HashMismatch { .. } => {
                 Self::BadRequest(err.to_string())
             }
-            BlobError::Interrupted { .. } => Self::BadRequest(err.to_string()),
+            BlobError::Interrupted { .. } | BlobError::Stalled { .. } => {
+                Self::BadRequest(err.to_string())
+            }
+            BlobError::DiskFull { .. } => Self::DiskFull(err.to_string()),
             BlobError::NotFound(_) => Self::NotFound(err.to_string()),
             BlobError::TooLarge { .. } => Self::TooLarge(err.to_string()),
             BlobError::Io { .. } => Self::Internal(err.to_string()),

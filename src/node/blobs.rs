@@ -50,6 +50,22 @@ pub enum BlobError {
         /// What the transport said.
         reason: String,
     },
+    /// The disk is full.
+    #[error(
+        "the node's disk is full at {path}: free space there or start the node with a smaller --cache-size; nothing was kept"
+    )]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+    },
+    /// The sender went quiet mid-upload.
+    #[error("upload stalled: no data for {secs} s after {received_bytes} bytes; nothing was kept")]
+    Stalled {
+        /// The idle limit.
+        secs: u64,
+        /// Bytes received before it stalled.
+        received_bytes: u64,
+    },
     /// The disk failed.
     #[error("blob store I/O error at {path}: {source}")]
     Io {
@@ -59,6 +75,10 @@ pub enum BlobError {
         source: std::io::Error,
     },
 }
+
+/// How long an upload may send nothing before it is dropped, so a stalled
+/// or hostile sender cannot hold a half-written file open for ever.
+pub const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What `put` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,15 +324,31 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        let io = |source| BlobError::Io {
-            path: tmp.to_path_buf(),
-            source,
+        let io = |source: std::io::Error| {
+            if source.kind() == std::io::ErrorKind::StorageFull {
+                BlobError::DiskFull {
+                    path: tmp.to_path_buf(),
+                }
+            } else {
+                BlobError::Io {
+                    path: tmp.to_path_buf(),
+                    source,
+                }
+            }
         };
         let mut file = tokio::fs::File::create(tmp).await.map_err(io)?;
         let mut hasher = Sha256::new();
         let mut received_bytes = 0u64;
         let mut body = std::pin::pin!(body);
-        while let Some(chunk) = body.next().await {
+        loop {
+            let next = tokio::time::timeout(UPLOAD_IDLE, body.next()).await;
+            let Ok(next) = next else {
+                return Err(BlobError::Stalled {
+                    secs: UPLOAD_IDLE.as_secs(),
+                    received_bytes,
+                });
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|err| BlobError::Interrupted {
                 received_bytes,
                 reason: err.to_string(),

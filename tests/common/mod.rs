@@ -46,11 +46,27 @@ impl NodeProcess {
     }
 
     pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), 0, extra_args, env)
+    }
+
+    /// Starts a node with `work_dir` on `port` (0: any).
+    pub fn start_in(
+        work_dir: tempfile::TempDir,
+        port: u16,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         blender();
-        let work_dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
         command
-            .args(["node", "--headless", "--port", "0", "--discovery-port", "0"])
+            .args([
+                "node",
+                "--headless",
+                "--port",
+                &port.to_string(),
+                "--discovery-port",
+                "0",
+            ])
             .arg("--work-dir")
             .arg(work_dir.path())
             .args(extra_args)
@@ -171,6 +187,18 @@ impl NodeProcess {
         let response = self.client.get(self.api(path)).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.bytes().await.unwrap().to_vec())
+    }
+
+    /// Kills the node (SIGKILL) and starts it again on the same port with the
+    /// same work dir (so the same id).
+    pub fn restart(self, extra_args: &[&str]) -> Self {
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        let mut this = self;
+        let _ = this.child.kill();
+        let _ = this.child.wait();
+        let work_dir = std::mem::replace(&mut this.work_dir, tempfile::tempdir().unwrap());
+        drop(this);
+        Self::start_in(work_dir, port, extra_args, &[])
     }
 
     /// Sends SIGTERM and waits for the exit status.
