@@ -457,3 +457,23 @@ async fn watching_renders_waits_for_a_change_or_the_limit() {
         "{json}"
     );
 }
+
+#[tokio::test]
+async fn oversized_render_requests_are_413_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = api::router(node(dir.path(), None));
+    let huge = format!(r#"{{"blob":"{}","frame":1}}"#, "a".repeat(200_000));
+    let (status, json) = send(
+        &app,
+        request(Method::POST, "/api/v1/renders", LOCAL, Body::from(huge)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 65536 bytes"),
+        "{json}"
+    );
+}

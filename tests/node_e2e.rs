@@ -300,3 +300,36 @@ async fn hung_blender_is_killed_after_the_frame_timeout() {
     let next = node.queue(&hash, 2, json!({})).await;
     assert_eq!(node.wait_final(&next, FRAME_LIMIT).await["state"], "done");
 }
+
+#[tokio::test]
+async fn scripts_in_a_blend_run_only_with_allow_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("script-ran");
+    // A text block registered to run when the file loads, writing a file.
+    let change = format!(
+        "text = bpy.data.texts.new('herd_probe.py')\ntext.write(\"open('{}', 'w').write('ran')\\n\")\ntext.use_module = True",
+        marker.display()
+    );
+    let scripted = demo_variant(dir.path(), "scripted.blend", &change);
+    assert!(!marker.exists());
+    let bytes = std::fs::read(scripted).unwrap();
+
+    let node = NodeProcess::start(&[]);
+    let hash = node.upload(bytes.clone()).await;
+    let id = node.queue(&hash, 1, json!({"samples": 1})).await;
+    assert_eq!(node.wait_final(&id, FRAME_LIMIT).await["state"], "done");
+    assert!(
+        !marker.exists(),
+        "the file's script ran without --allow-scripts"
+    );
+    drop(node);
+
+    let trusting = NodeProcess::start(&["--allow-scripts"]);
+    let hash = trusting.upload(bytes).await;
+    let id = trusting.queue(&hash, 1, json!({"samples": 1})).await;
+    assert_eq!(trusting.wait_final(&id, FRAME_LIMIT).await["state"], "done");
+    assert!(
+        marker.exists(),
+        "with --allow-scripts the file's script runs"
+    );
+}

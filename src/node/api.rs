@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -213,8 +213,14 @@ async fn put_blob(
 
 async fn create_render(
     State(node): State<Arc<Node>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<RenderCreated>)> {
+    let body = body.map_err(|err| match err.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "render request larger than {JSON_LIMIT_BYTES} bytes: send only blob, frame and overrides"
+        )),
+        _ => ApiError::BadRequest(format!("unreadable render request: {err}")),
+    })?;
     let request: RenderRequest = serde_json::from_slice(&body)
         .map_err(|err| ApiError::BadRequest(format!("invalid render request: {err}")))?;
     if !FRAME_RANGE.contains(&request.frame) {
