@@ -381,3 +381,36 @@ fn garbage_and_spoofed_beacons_do_not_disturb_a_job() {
         .collect();
     assert_eq!(names, vec!["real"], "no impostor took frames");
 }
+
+#[test]
+fn nodes_with_a_token_need_it_and_unusable_nodes_stop_the_job_clearly() {
+    let node = NodeProcess::start(&["--token", "s3cret", "--name", "guarded"]);
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let args = ["--frames", "1-2", "--no-local"];
+    let output = render_command(&demo_blend(), out.path(), work.path(), &[&node], &args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no node can render this job"), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+
+    let mut with_token = args.to_vec();
+    with_token.extend(["--token", "s3cret"]);
+    let output = render_command(
+        &demo_blend(),
+        out.path(),
+        work.path(),
+        &[&node],
+        &with_token,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(check_frames(out.path(), 1..=2), 2);
+}

@@ -458,7 +458,12 @@ struct Job {
     skipped: usize,
     rendered_now: usize,
     end: Option<Outcome>,
+    last_retry: Instant,
+    unusable: Vec<String>,
 }
+
+/// How often lost nodes are asked whether they are back.
+const LOST_RETRY: Duration = Duration::from_secs(3);
 
 async fn run(
     spec: JobSpec,
@@ -548,6 +553,8 @@ async fn run(
         skipped,
         rendered_now: 0,
         end: None,
+        last_retry: Instant::now(),
+        unusable: Vec::new(),
     };
     if job.scheduler.is_finished() {
         job.end = Some(Outcome::Complete);
@@ -591,6 +598,7 @@ async fn run(
             },
             _ = tick.tick() => {
                 job.handle(Event::Tick).await;
+                job.retry_lost();
                 job.publish().await;
             }
         }
@@ -674,9 +682,17 @@ impl Job {
             Err(error) => {
                 self.refused_at
                     .insert(confirmed.uri.clone(), Instant::now());
-                self.emit
-                    .log(format!("node {} not added: {error}", confirmed.uri))
-                    .await;
+                let known = self
+                    .nodes
+                    .values()
+                    .any(|entry| entry.view.uri == confirmed.uri);
+                if !known {
+                    self.emit
+                        .log(format!("node {} not added: {error}", confirmed.uri))
+                        .await;
+                    self.unusable.push(format!("{}: {error}", confirmed.uri));
+                }
+                self.check_nodes_left();
                 return;
             }
         };
@@ -737,6 +753,7 @@ impl Job {
                         info.name
                     ))
                     .await;
+                self.check_nodes_left();
             }
             None => {
                 self.emit
@@ -744,6 +761,47 @@ impl Job {
                     .await;
                 self.connect(id, confirmed.uri).await;
             }
+        }
+    }
+
+    /// Asks lost nodes again now and then (a cable plugged back in, a node
+    /// restarted): beacons bring them back too, but nodes given by hand and
+    /// networks that drop broadcasts have only this.
+    fn retry_lost(&mut self) {
+        if self.last_retry.elapsed() < LOST_RETRY {
+            return;
+        }
+        self.last_retry = Instant::now();
+        let lost: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|entry| entry.view.status == NodeStatus::Lost)
+            .map(|entry| entry.view.uri.clone())
+            .collect();
+        for uri in lost {
+            self.confirm(uri, false);
+        }
+    }
+
+    /// Without discovery, a job whose every given node is unusable (not
+    /// reachable, not herd, refused the file) cannot start: say so once
+    /// instead of waiting for ever.
+    fn check_nodes_left(&mut self) {
+        let waiting = !self.confirming.is_empty() || self.config.discovery_port.is_some();
+        let usable = self
+            .nodes
+            .values()
+            .any(|entry| entry.view.status != NodeStatus::Refused);
+        if !waiting && !usable && self.end.is_none() {
+            let mut reasons = self.unusable.clone();
+            reasons.extend(
+                self.nodes
+                    .values()
+                    .filter_map(|entry| entry.view.error.clone()),
+            );
+            self.end = Some(Outcome::Stuck {
+                reason: format!("no node can render this job: {}", reasons.join("; ")),
+            });
         }
     }
 
@@ -790,6 +848,7 @@ impl Job {
                 self.emit
                     .log(format!("node left out of this job: {reason}"))
                     .await;
+                self.check_nodes_left();
                 Some(Event::NodeLost { node })
             }
             Report::Lost { reason, stale } => {

@@ -46,6 +46,17 @@ pub struct JobContext {
     pub loss_timeout: Duration,
 }
 
+impl JobContext {
+    /// A request to `path` under the node's `/api/v1/`, with the token.
+    fn request(&self, uri: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, format!("{uri}/api/v1/{path}"));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
+
 /// What the engine asks a node task to do.
 #[derive(Debug)]
 pub enum ToNode {
@@ -234,15 +245,13 @@ async fn watch(ctx: Arc<JobContext>, uri: String, answers: mpsc::Sender<(Instant
             ctx.watch_wait.as_millis()
         };
         let requested_at = Instant::now();
-        let mut request = ctx
-            .client
-            .get(format!(
-                "{uri}/api/v1/renders?since={since}&wait_ms={wait_ms}"
-            ))
+        let request = ctx
+            .request(
+                &uri,
+                reqwest::Method::GET,
+                &format!("renders?since={since}&wait_ms={wait_ms}"),
+            )
             .timeout(ctx.watch_wait + ctx.loss_timeout);
-        if let Some(token) = &ctx.token {
-            request = request.bearer_auth(token);
-        }
         let answer = match request.send().await {
             Ok(response) if response.status().is_success() => {
                 response.json::<RenderChanges>().await.ok()
@@ -281,14 +290,7 @@ impl Task {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self
-            .ctx
-            .client
-            .request(method, format!("{}/api/v1/{path}", self.uri));
-        match &self.ctx.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
+        self.ctx.request(&self.uri, method, path)
     }
 
     async fn call(
@@ -547,34 +549,26 @@ impl Fetch {
             })
             .await;
         // Free the node's copy; it is in the output folder now (or useless).
-        let mut request = self
-            .ctx
-            .client
-            .delete(format!("{}/api/v1/renders/{}", self.uri, tracked.id))
-            .timeout(self.ctx.loss_timeout);
-        if let Some(token) = &self.ctx.token {
-            request = request.bearer_auth(token);
-        }
-        let _ = request.send().await;
+        let path = format!("renders/{}", tracked.id);
+        let request = self.ctx.request(&self.uri, reqwest::Method::DELETE, &path);
+        let _ = request.timeout(self.ctx.loss_timeout).send().await;
     }
 
     async fn fetch(&self, tracked: &Tracked) -> Result<(), String> {
         let number = tracked.number;
-        let mut request = self
-            .ctx
-            .client
-            .get(format!("{}/api/v1/renders/{}/image", self.uri, tracked.id))
-            .timeout(Duration::from_secs(300));
-        if let Some(token) = &self.ctx.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|err| {
-            format!(
-                "fetching frame {number} from {} failed: {}",
-                self.uri,
-                transport_text(&err)
-            )
-        })?;
+        let path = format!("renders/{}/image", tracked.id);
+        let request = self.ctx.request(&self.uri, reqwest::Method::GET, &path);
+        let response = request
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(|err| {
+                format!(
+                    "fetching frame {number} from {} failed: {}",
+                    self.uri,
+                    transport_text(&err)
+                )
+            })?;
         if !response.status().is_success() {
             return Err(format!(
                 "{} would not hand over frame {number}: {}",
