@@ -6,17 +6,23 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 /// herd: a render farm for Blender on your local network.
+///
+/// Without a subcommand it opens the window used last (the controller the
+/// first time).
 #[derive(Debug, Parser)]
-#[command(name = "herd", version, arg_required_else_help = true)]
+#[command(name = "herd", version)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a render node: keep Blender loaded, serve the API, announce on the LAN.
+    /// Run a render node: keep Blender loaded, serve the API, announce on the LAN
+    /// (in a window; `--headless` for none).
     Node(commands::node::NodeArgs),
+    /// Open the controller window: drop a .blend, watch the servers and every frame.
+    Controller(commands::window::ControllerArgs),
     /// List the nodes on the LAN: probe, hear their beacons, confirm each.
     Nodes(commands::nodes::NodesArgs),
     /// Render a .blend across the LAN: find nodes, send the file, collect the frames.
@@ -30,7 +36,7 @@ fn main() -> std::process::ExitCode {
     // A node logs what it does; the other commands show their own output
     // and log only warnings (HERD_LOG overrides both).
     let default_filter = match cli.command {
-        Command::Node(_) => "herd=info",
+        Some(Command::Node(_)) => "herd=info",
         _ => "herd=warn",
     };
     tracing_subscriber::fmt()
@@ -56,9 +62,12 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Command::Node(args) => runtime.block_on(commands::node::run(args)),
-        Command::Nodes(args) => runtime.block_on(commands::nodes::run(args)),
-        Command::Render(args) => runtime.block_on(commands::render::run(args)),
-        Command::Inspect(args) => runtime.block_on(commands::inspect::run(args)),
+        None => commands::window::run_last(&runtime),
+        Some(Command::Controller(args)) => commands::window::run_controller(&runtime, args),
+        Some(Command::Node(args)) if !args.headless => commands::window::run_node(&runtime, args),
+        Some(Command::Node(args)) => runtime.block_on(commands::node::run(args)),
+        Some(Command::Nodes(args)) => runtime.block_on(commands::nodes::run(args)),
+        Some(Command::Render(args)) => runtime.block_on(commands::render::run(args)),
+        Some(Command::Inspect(args)) => runtime.block_on(commands::inspect::run(args)),
     }
 }

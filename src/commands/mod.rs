@@ -4,3 +4,4 @@ pub mod inspect;
 pub mod node;
 pub mod nodes;
 pub mod render;
+pub mod window;

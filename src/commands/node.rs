@@ -1,21 +1,20 @@
 //! `herd node`: run a render node until Ctrl-C, SIGTERM or `/api/v1/stop`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use herd::blender::{self, BlenderConfig};
-use herd::lan;
-use herd::node::{self, AnnounceConfig, Node, NodeConfig};
+use herd::node;
+use herd::node::launch::{self, NodeDiscovery, NodeLaunch};
 use herd::wire::DEFAULT_PORT;
 
 /// Options of `herd node`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// Run without a window (the node is headless today either way).
+    /// Run without a window (on a server, over SSH, in scripts).
     #[arg(long)]
     pub headless: bool,
     /// TCP port of the HTTP API (0: any free port).
@@ -67,99 +66,64 @@ pub struct NodeArgs {
     pub simulate_ms: Option<u64>,
 }
 
-/// Runs `herd node`.
-pub async fn run(args: NodeArgs) -> Result<()> {
-    if !args.headless {
-        tracing::info!("the node window is not part of this build yet; running headless");
+impl NodeArgs {
+    /// The node these options describe, for the headless node and the window.
+    pub fn to_launch(&self) -> Result<NodeLaunch> {
+        if !(0.1..=3600.0).contains(&self.announce_interval) {
+            bail!(
+                "--announce-interval {} is out of range: use 0.1 to 3600 seconds",
+                self.announce_interval
+            );
+        }
+        Ok(NodeLaunch {
+            blender: self.blender.clone(),
+            name: self.name.clone(),
+            work_dir: self.work_dir.clone(),
+            cache_size_bytes: self.cache_size.as_u64(),
+            threads: self.threads,
+            allow_scripts: self.allow_scripts,
+            frame_timeout: Duration::from_secs(self.frame_timeout.max(1)),
+            allow: self.allow.clone(),
+            token: self.token.clone(),
+            bind: self.bind,
+            port: self.port,
+            discovery: Some(NodeDiscovery {
+                port: self.discovery_port,
+                announce_to: self.announce_to.clone(),
+                interval: Duration::from_secs_f64(self.announce_interval),
+            }),
+            simulate: self.simulate_ms.map(Duration::from_millis),
+        })
     }
-    if !(0.1..=3600.0).contains(&args.announce_interval) {
-        bail!(
-            "--announce-interval {} is out of range: use 0.1 to 3600 seconds",
-            args.announce_interval
-        );
-    }
-    for target in &args.announce_to {
-        lan::check_target(*target).map_err(anyhow::Error::msg)?;
-    }
-    let blender_path = blender::locate(args.blender.as_deref())?;
-    let blender_version = blender::version(&blender_path).await?;
-    let work_dir = match args.work_dir {
-        Some(dir) => dir,
-        None => directories::ProjectDirs::from("", "", "herd")
-            .map(|dirs| dirs.cache_dir().join("node"))
-            .context("no cache dir for this user: pass --work-dir")?,
-    };
-    let name = args
-        .name
-        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-    let config = NodeConfig {
-        name,
-        work_dir: work_dir.clone(),
-        cache_size_bytes: args.cache_size.as_u64(),
-        blender: BlenderConfig {
-            path: blender_path.clone(),
-            threads: args.threads,
-            allow_scripts: args.allow_scripts,
-            frame_timeout: Duration::from_secs(args.frame_timeout.max(1)),
-            script_dir: work_dir.clone(),
-        },
-        blender_version: blender_version.clone(),
-        allow: args.allow,
-        token: args.token.filter(|token| !token.is_empty()),
-        simulate: args.simulate_ms.map(Duration::from_millis),
-    };
-    let node = Node::new(config)?;
+}
 
-    let bind = args.bind.unwrap_or(if lan::loopback_only() {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    });
-    let listener = tokio::net::TcpListener::bind((bind, args.port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {bind}:{}: is another node running? pick --port",
-                args.port
-            )
-        })?;
-    let discovery = lan::bind_discovery(args.discovery_port)
-        .and_then(tokio::net::UdpSocket::from_std)
-        .with_context(|| {
-            format!(
-                "cannot bind the discovery port UDP {}: pick --discovery-port",
-                args.discovery_port
-            )
-        })?;
-    let announce = AnnounceConfig {
-        targets: args.announce_to,
-        discovery_port: args.discovery_port,
-        interval: Duration::from_secs_f64(args.announce_interval),
+/// Runs `herd node --headless`.
+pub async fn run(args: NodeArgs) -> Result<()> {
+    let launch = args.to_launch()?;
+    let (running, listener, discovery) =
+        launch::prepare(&launch).await.map_err(anyhow::Error::msg)?;
+    let node = running.node;
+    let udp = match &discovery {
+        Some((socket, _)) => socket.local_addr()?.port().to_string(),
+        None => "off".into(),
     };
-    let http = listener.local_addr()?;
-    let udp = discovery.local_addr()?;
     // The one line scripts and tests read: where the API is.
     println!(
-        "herd node '{}' ({}) listening on http://{http}, discovery on UDP {}, Blender {blender_version} at {}",
+        "herd node '{}' ({}) listening on http://{}, discovery on UDP {udp}, Blender {} at {}",
         node.name,
         node.id,
-        udp.port(),
-        blender_path.display()
+        running.http,
+        node.blender_version,
+        running.blender_path.display()
     );
-    tracing::info!("work dir {}", work_dir.display());
     if let Some(ms) = args.simulate_ms {
         tracing::warn!(
             "simulated renderer: every frame is a generated image after {ms} ms, Blender is not used"
         );
     }
-    node::serve(
-        node,
-        listener,
-        Some((discovery, announce)),
-        shutdown_signal(),
-    )
-    .await
-    .context("the node's HTTP server failed")?;
+    node::serve(node, listener, discovery, shutdown_signal())
+        .await
+        .context("the node's HTTP server failed")?;
     tracing::info!("node stopped");
     Ok(())
 }

@@ -532,11 +532,9 @@ async fn run(
     let (reports_tx, mut reports_rx) = mpsc::channel(1024);
     let (confirm_tx, mut confirm_rx) = mpsc::channel(64);
     let mut job = Job {
-        published: scheduler
-            .frames()
-            .iter()
-            .map(|frame| (frame.state, 0, frame.attempts, frame.node))
-            .collect(),
+        // As if every frame were queued: the first publish then reports the
+        // frames found done in the output folder.
+        published: vec![(FrameState::Queued, 0, 0, None); scheduler.frames().len()],
         spec,
         config,
         ctx,

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod beacon;
 pub mod blobs;
+pub mod launch;
 pub mod renderer;
 mod renders;
 

@@ -1,0 +1,395 @@
+//! The controller window's background side. The window never awaits: it
+//! sends a [`BridgeCommand`] over a bounded channel and gets
+//! [`BridgeEvent`]s back, each followed by a repaint request. The bridge runs
+//! on the tokio runtime: it reads dropped files with Blender, opens file
+//! dialogs, starts the engine and forwards its events, decodes previews of
+//! finished frames, and keeps the controller's own node warm between jobs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::blender::{self, BlenderConfig};
+use crate::controller::engine::{
+    self, EngineCommand, EngineConfig, EngineEvent, JobSpec, LocalNode, NodeCheck,
+};
+use crate::controller::inspect::{self, SceneInfo};
+use crate::controller::scheduler::SchedulerConfig;
+use crate::node::NodeConfig;
+
+use super::thumbnails;
+
+/// Called after every event sent to the window: its `request_repaint`.
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// Commands the window can queue before the bridge takes them.
+const COMMAND_CAPACITY: usize = 64;
+
+/// Events the bridge can queue before it waits for the window to take them.
+const EVENT_CAPACITY: usize = 4096;
+
+/// What the window asks of the background.
+#[derive(Debug)]
+pub enum BridgeCommand {
+    /// Read a .blend's scene with Blender.
+    Inspect(PathBuf),
+    /// Show a file dialog for a .blend.
+    PickBlend,
+    /// Show a folder dialog for the output folder.
+    PickOutputDir,
+    /// Start a job (its node check is added here: it reads the file).
+    Start(JobSpec),
+    /// Pass a command to the running job.
+    Engine(EngineCommand),
+    /// Decode a finished frame's image into a preview.
+    Thumbnail {
+        /// Frame number.
+        frame: i32,
+        /// Its file in the output folder.
+        path: PathBuf,
+    },
+}
+
+/// What the background tells the window.
+#[derive(Debug)]
+pub enum BridgeEvent {
+    /// A file was read (or could not be).
+    Inspected {
+        /// The file.
+        path: PathBuf,
+        /// Its scene, or what went wrong, said for the user.
+        result: Result<SceneInfo, String>,
+    },
+    /// The user picked a .blend in the dialog.
+    PickedBlend(PathBuf),
+    /// The user picked an output folder in the dialog.
+    PickedOutputDir(PathBuf),
+    /// The running job reported.
+    Engine(EngineEvent),
+    /// The running job ended; an error says why it could not run.
+    JobEnded(Result<(), String>),
+    /// A finished frame's preview, or why there is none.
+    Thumbnail {
+        /// Frame number.
+        frame: i32,
+        /// The shrunk image.
+        image: Result<egui::ColorImage, String>,
+    },
+    /// Something the user should know that belongs to no job.
+    Message(String),
+}
+
+/// The window's ends of the bridge's channels.
+#[derive(Debug)]
+pub struct BridgeLink {
+    /// Commands go here.
+    pub commands: mpsc::Sender<BridgeCommand>,
+    /// Events arrive here.
+    pub events: mpsc::Receiver<BridgeEvent>,
+}
+
+/// The background's ends of the channels; tests hold these to play the
+/// bridge's part.
+#[derive(Debug)]
+pub struct BridgeEnd {
+    /// Commands from the window arrive here.
+    pub commands: mpsc::Receiver<BridgeCommand>,
+    /// Events for the window go here.
+    pub events: mpsc::Sender<BridgeEvent>,
+}
+
+/// A connected pair of channel ends.
+pub fn channel() -> (BridgeLink, BridgeEnd) {
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+    (
+        BridgeLink {
+            commands: commands_tx,
+            events: events_rx,
+        },
+        BridgeEnd {
+            commands: commands_rx,
+            events: events_tx,
+        },
+    )
+}
+
+/// How the controller finds nodes and Blender.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Blender executable; `None`: `HERD_BLENDER`, then `PATH`.
+    pub blender: Option<PathBuf>,
+    /// Render on this machine too.
+    pub local: bool,
+    /// Render threads of the local node; `None`: all cores.
+    pub local_threads: Option<u32>,
+    /// Work dir of the local node; `None`: the user's cache dir.
+    pub work_dir: Option<PathBuf>,
+    /// Nodes given by hand (`http://HOST:PORT`).
+    pub nodes: Vec<String>,
+    /// UDP port to hear beacons on; `None`: no discovery.
+    pub discovery_port: Option<u16>,
+    /// Shared secret of the nodes.
+    pub token: Option<String>,
+    /// Renders of one frame before it counts as failed.
+    pub retries: u32,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            blender: None,
+            local: true,
+            local_threads: None,
+            work_dir: None,
+            nodes: Vec::new(),
+            discovery_port: Some(crate::wire::DEFAULT_PORT),
+            token: None,
+            retries: 3,
+        }
+    }
+}
+
+/// Starts the bridge on `runtime`. It runs until `shutdown` is cancelled,
+/// then cancels the job and stops the local node; await the handle to let
+/// it finish.
+pub fn spawn(
+    runtime: &tokio::runtime::Handle,
+    config: BridgeConfig,
+    notify: Notify,
+    shutdown: CancellationToken,
+) -> (BridgeLink, JoinHandle<()>) {
+    let (link, end) = channel();
+    let out = Out {
+        events: end.events,
+        notify,
+    };
+    let task = runtime.spawn(run(config, end.commands, out, shutdown));
+    (link, task)
+}
+
+/// Sends events to the window and wakes it.
+#[derive(Clone)]
+struct Out {
+    events: mpsc::Sender<BridgeEvent>,
+    notify: Notify,
+}
+
+impl Out {
+    async fn send(&self, event: BridgeEvent) {
+        let _ = self.events.send(event).await;
+        (self.notify)();
+    }
+}
+
+async fn run(
+    config: BridgeConfig,
+    mut commands: mpsc::Receiver<BridgeCommand>,
+    out: Out,
+    shutdown: CancellationToken,
+) {
+    let blender = blender::locate(config.blender.as_deref()).map_err(|err| err.to_string());
+    if let Err(err) = &blender {
+        out.send(BridgeEvent::Message(err.clone())).await;
+    }
+    // The local node starts at once so its Blender is warm by the first job.
+    let mut local_start = match (&blender, config.local) {
+        (Ok(path), true) => Some(tokio::spawn(start_local(
+            config.clone(),
+            path.clone(),
+            out.clone(),
+        ))),
+        _ => None,
+    };
+    let mut local: Option<Arc<LocalNode>> = None;
+    let mut job: Option<mpsc::Sender<EngineCommand>> = None;
+    loop {
+        let command = tokio::select! {
+            () = shutdown.cancelled() => break,
+            command = commands.recv() => match command {
+                Some(command) => command,
+                None => break,
+            },
+        };
+        match command {
+            BridgeCommand::Inspect(path) => {
+                let blender = blender.clone();
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let result = match blender {
+                        Ok(blender) => inspect::inspect(&blender, &path)
+                            .await
+                            .map_err(|err| err.to_string()),
+                        Err(err) => Err(err),
+                    };
+                    out.send(BridgeEvent::Inspected { path, result }).await;
+                });
+            }
+            BridgeCommand::PickBlend => {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let picked = rfd::AsyncFileDialog::new()
+                        .set_title("Open a Blender scene")
+                        .add_filter("Blender scene", &["blend"])
+                        .pick_file()
+                        .await;
+                    if let Some(file) = picked {
+                        out.send(BridgeEvent::PickedBlend(file.path().to_path_buf()))
+                            .await;
+                    }
+                });
+            }
+            BridgeCommand::PickOutputDir => {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let picked = rfd::AsyncFileDialog::new()
+                        .set_title("Output folder")
+                        .pick_folder()
+                        .await;
+                    if let Some(folder) = picked {
+                        out.send(BridgeEvent::PickedOutputDir(folder.path().to_path_buf()))
+                            .await;
+                    }
+                });
+            }
+            BridgeCommand::Start(spec) => {
+                if job.as_ref().is_some_and(|job| !job.is_closed()) {
+                    out.send(BridgeEvent::Message(
+                        "a job is running: cancel it before starting another".into(),
+                    ))
+                    .await;
+                    continue;
+                }
+                if let Some(start) = local_start.take() {
+                    local = start.await.ok().flatten();
+                }
+                job = Some(start_job(spec, &config, local.clone(), out.clone()));
+            }
+            BridgeCommand::Thumbnail { frame, path } => {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let image = tokio::task::spawn_blocking(move || thumbnails::decode(&path))
+                        .await
+                        .unwrap_or_else(|err| Err(format!("the image decoder crashed: {err}")));
+                    out.send(BridgeEvent::Thumbnail { frame, image }).await;
+                });
+            }
+            BridgeCommand::Engine(command) => {
+                if let Some(job) = &job {
+                    let _ = job.send(command).await;
+                }
+            }
+        }
+    }
+    if let Some(job) = job {
+        let _ = job.send(EngineCommand::Cancel).await;
+    }
+    if let Some(start) = local_start.take() {
+        local = start.await.ok().flatten();
+    }
+    if let Some(local) = local {
+        local.stop().await;
+    }
+}
+
+/// Starts the engine on `spec` and forwards its events; returns where its
+/// commands go.
+fn start_job(
+    mut spec: JobSpec,
+    config: &BridgeConfig,
+    local: Option<Arc<LocalNode>>,
+    out: Out,
+) -> mpsc::Sender<EngineCommand> {
+    spec.node_check = node_check(&spec.blend);
+    let engine_config = EngineConfig {
+        nodes: config.nodes.clone(),
+        discovery_port: config.discovery_port,
+        local,
+        token: config.token.clone(),
+        scheduler: SchedulerConfig {
+            max_attempts: config.retries.max(1),
+            ..SchedulerConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let engine::EngineHandle {
+        commands,
+        mut events,
+        task,
+    } = engine::start(spec, engine_config, None);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            out.send(BridgeEvent::Engine(event)).await;
+        }
+        let result = match task.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(err) => Err(format!("the job engine crashed: {err}")),
+        };
+        out.send(BridgeEvent::JobEnded(result)).await;
+    });
+    commands
+}
+
+/// Refuses nodes whose Blender cannot open the file, as `herd render` does.
+fn node_check(blend: &Path) -> Option<NodeCheck> {
+    let header = inspect::read_header(blend).ok()?;
+    let file = blend.to_path_buf();
+    Some(Arc::new(move |info| {
+        inspect::check_compatible(&file, header.version, &info.blender_version)
+            .map_err(|err| err.to_string())
+    }))
+}
+
+/// Starts the controller's own node; a failure is told to the user and the
+/// jobs run without it.
+async fn start_local(
+    config: BridgeConfig,
+    blender_path: PathBuf,
+    out: Out,
+) -> Option<Arc<LocalNode>> {
+    let result = async {
+        let blender_version = blender::version(&blender_path)
+            .await
+            .map_err(|err| err.to_string())?;
+        let work_dir = match config.work_dir {
+            Some(dir) => dir,
+            None => directories::ProjectDirs::from("", "", "herd")
+                .map(|dirs| dirs.cache_dir().join("local-node"))
+                .ok_or("no cache dir for this user: pass --work-dir")?,
+        };
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let node = NodeConfig {
+            name: format!("{host} (local)"),
+            work_dir: work_dir.clone(),
+            cache_size_bytes: 20 << 30,
+            blender: BlenderConfig {
+                path: blender_path,
+                threads: config.local_threads,
+                allow_scripts: false,
+                frame_timeout: Duration::from_secs(600),
+                script_dir: work_dir,
+            },
+            blender_version,
+            allow: Vec::new(),
+            token: None,
+            simulate: None,
+        };
+        LocalNode::start(node).await.map_err(|err| err.to_string())
+    }
+    .await;
+    match result {
+        Ok(local) => Some(local),
+        Err(err) => {
+            out.send(BridgeEvent::Message(format!(
+                "this machine will not render: {err}"
+            )))
+            .await;
+            None
+        }
+    }
+}

@@ -1,0 +1,791 @@
+//! The controller window: drop a .blend, set up the job, watch the servers
+//! and every frame. It reacts to [`BridgeEvent`]s (drained once per frame,
+//! never awaited) and sends [`BridgeCommand`]s; what a job looks like lives
+//! in [`ControllerState`].
+
+use std::path::{Path, PathBuf};
+
+use egui::{Color32, Pos2, Rect, Sense, Vec2};
+use egui_extras::{Column, TableBuilder};
+
+use super::bridge::{BridgeCommand, BridgeEvent, BridgeLink};
+use super::job_form::{FORMATS, JobForm, is_blend, scene_frames};
+use super::palette;
+use super::state::ControllerState;
+use super::thumbnails::Thumbnails;
+use crate::controller::engine::{EngineCommand, EngineEvent, Outcome};
+use crate::controller::inspect::SceneInfo;
+use crate::controller::output::OutputDir;
+use crate::controller::scheduler::{FrameIndex, FrameState};
+use crate::wire::ImageFormat;
+
+/// Events taken from the bridge in one frame; more wait for the next.
+const EVENTS_PER_FRAME: usize = 20_000;
+
+/// Side of a frame cell, in points.
+const CELL_SIZE: f32 = 14.0;
+
+/// Space between frame cells, in points.
+const CELL_GAP: f32 = 2.0;
+
+/// How a message to the user reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Something went wrong; the text says what to do.
+    Error,
+    /// Worth knowing.
+    Info,
+}
+
+/// Where the frame grid was drawn last, to find the frame under a point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GridLayout {
+    /// Top left of the first cell.
+    pub origin: Pos2,
+    /// Cells per row.
+    pub columns: usize,
+}
+
+impl GridLayout {
+    /// The cell of frame `index`.
+    pub fn cell(&self, index: FrameIndex) -> Rect {
+        let pitch = CELL_SIZE + CELL_GAP;
+        let columns = self.columns.max(1);
+        let min = self.origin
+            + Vec2::new(
+                (index % columns) as f32 * pitch,
+                (index / columns) as f32 * pitch,
+            );
+        Rect::from_min_size(min, Vec2::splat(CELL_SIZE))
+    }
+
+    /// The frame whose cell (or the gap after it) holds `pos`.
+    pub fn index_at(&self, pos: Pos2) -> Option<FrameIndex> {
+        let pitch = CELL_SIZE + CELL_GAP;
+        let offset = pos - self.origin;
+        if offset.x < 0.0 || offset.y < 0.0 {
+            return None;
+        }
+        let column = (offset.x / pitch) as usize;
+        if column >= self.columns {
+            return None;
+        }
+        Some((offset.y / pitch) as usize * self.columns + column)
+    }
+}
+
+/// The controller window's state.
+#[derive(Debug)]
+pub struct ControllerApp {
+    link: BridgeLink,
+    /// The current or last job, as the engine told it.
+    pub state: ControllerState,
+    /// The file being read, with a spinner.
+    pub inspecting: Option<PathBuf>,
+    /// The file read last and the job panel's fields for it.
+    pub scene: Option<(SceneInfo, JobForm)>,
+    /// The message shown above everything, if any.
+    pub message: Option<(MessageKind, String)>,
+    /// Where the frame grid was drawn last.
+    pub grid: Option<GridLayout>,
+    /// Whether the engine's job task is still running (it outlives the
+    /// `Finished` event by its clean-up).
+    pub job_active: bool,
+    /// Previews of the latest finished frames.
+    pub thumbnails: Thumbnails,
+    /// The .blend and format of the job started from this window, to name
+    /// its frame files.
+    job_files: Option<(PathBuf, ImageFormat)>,
+}
+
+impl ControllerApp {
+    /// A window talking to the background through `link` (see
+    /// [`super::bridge::spawn`], or [`super::bridge::channel`] in tests).
+    pub fn new(link: BridgeLink) -> Self {
+        Self {
+            link,
+            state: ControllerState::default(),
+            inspecting: None,
+            scene: None,
+            message: None,
+            grid: None,
+            job_active: false,
+            thumbnails: Thumbnails::default(),
+            job_files: None,
+        }
+    }
+
+    /// Reads `path` in the background, as if it had been dropped.
+    pub fn open(&mut self, path: PathBuf) {
+        if !is_blend(&path) {
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            self.message = Some((
+                MessageKind::Error,
+                format!("{name} is not a .blend file: drop a Blender scene (.blend) to render it"),
+            ));
+            return;
+        }
+        if self.job_running() {
+            self.message = Some((
+                MessageKind::Error,
+                "a job is running: cancel it or wait for it to end before opening another file"
+                    .into(),
+            ));
+            return;
+        }
+        self.message = None;
+        self.inspecting = Some(path.clone());
+        self.send(BridgeCommand::Inspect(path));
+    }
+
+    /// Whether a job is under way.
+    pub fn job_running(&self) -> bool {
+        self.state.running || self.job_active
+    }
+
+    /// The job panel's fields, once a file was read.
+    pub fn form(&self) -> Option<&JobForm> {
+        self.scene.as_ref().map(|(_, form)| form)
+    }
+
+    /// Queues a command for the background; a full or closed channel is
+    /// told to the user rather than waited on.
+    fn send(&mut self, command: BridgeCommand) {
+        if let Err(err) = self.link.commands.try_send(command) {
+            self.message = Some((
+                MessageKind::Error,
+                format!("the background worker is not answering ({err}); restart herd"),
+            ));
+        }
+    }
+
+    /// Takes in what the background sent since the last frame.
+    pub fn drain_events(&mut self, ctx: &egui::Context) {
+        for taken in 0..=EVENTS_PER_FRAME {
+            if taken == EVENTS_PER_FRAME {
+                // More are waiting: take them next frame, without waiting for
+                // the background's next repaint request.
+                ctx.request_repaint();
+                break;
+            }
+            match self.link.events.try_recv() {
+                Ok(event) => self.handle(ctx, event),
+                Err(_) => break,
+            }
+        }
+        self.request_thumbnails();
+    }
+
+    /// Asks the background for the previews of newly finished frames. A
+    /// full channel skips them: previews are a nicety, not worth an error.
+    fn request_thumbnails(&mut self) {
+        let wanted = self.thumbnails.take_wanted();
+        let (Some((blend, format)), Some(dir)) = (&self.job_files, &self.state.output_dir) else {
+            return;
+        };
+        let output = OutputDir::new(dir.clone(), blend, *format);
+        for frame in wanted {
+            let path = output.frame_path(frame);
+            let _ = self
+                .link
+                .commands
+                .try_send(BridgeCommand::Thumbnail { frame, path });
+        }
+    }
+
+    /// Takes in one event from the background.
+    pub fn handle(&mut self, ctx: &egui::Context, event: BridgeEvent) {
+        match event {
+            BridgeEvent::Inspected { path, result } => {
+                if self.inspecting.as_deref() != Some(path.as_path()) {
+                    return;
+                }
+                self.inspecting = None;
+                match result {
+                    Ok(scene) => {
+                        let form = JobForm::from_scene(&scene);
+                        self.scene = Some((scene, form));
+                    }
+                    Err(err) => self.message = Some((MessageKind::Error, err)),
+                }
+            }
+            BridgeEvent::PickedBlend(path) => self.open(path),
+            BridgeEvent::PickedOutputDir(path) => {
+                if let Some((_, form)) = &mut self.scene {
+                    form.output_dir = path.display().to_string();
+                }
+            }
+            BridgeEvent::Engine(event) => {
+                self.job_active = true;
+                if let EngineEvent::Frame(view) = &event
+                    && view.state == FrameState::Done
+                {
+                    self.thumbnails.want(view.frame);
+                }
+                self.state.apply(event);
+            }
+            BridgeEvent::Thumbnail { frame, image } => match image {
+                Ok(image) => self.thumbnails.insert(ctx, frame, image),
+                Err(err) => self
+                    .state
+                    .push_log(format!("no preview of frame {frame}: {err}")),
+            },
+            BridgeEvent::JobEnded(result) => {
+                self.job_active = false;
+                self.state.running = false;
+                if let Err(err) = result {
+                    self.message =
+                        Some((MessageKind::Error, format!("the job could not run: {err}")));
+                }
+            }
+            BridgeEvent::Message(text) => {
+                self.state.push_log(text.clone());
+                self.message = Some((MessageKind::Error, text));
+            }
+        }
+    }
+
+    /// Starts the job the panel describes, or says what to fix.
+    fn start_job(&mut self) {
+        let Some((scene, form)) = &self.scene else {
+            return;
+        };
+        match form.to_spec(scene) {
+            Ok(spec) => {
+                self.message = None;
+                self.state.begin_job(&spec.frames);
+                self.thumbnails.clear();
+                self.job_files = Some((spec.blend.clone(), spec.format));
+                self.job_active = true;
+                self.send(BridgeCommand::Start(spec));
+            }
+            Err(err) => self.message = Some((MessageKind::Error, err)),
+        }
+    }
+
+    /// Opens the first dropped file.
+    fn take_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped = ctx.input(|i| i.raw.dropped_files.clone());
+        if let Some(file) = dropped.first() {
+            self.open(file.path().to_path_buf());
+        }
+    }
+
+    /// Draws the whole window.
+    pub fn window_ui(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.drain_events(&ctx);
+        self.take_dropped_files(&ctx);
+        egui::Panel::top("herd_toolbar").show(ui, |ui| self.toolbar_ui(ui));
+        egui::Panel::bottom("herd_log").show(ui, |ui| self.log_ui(ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical()
+                .auto_shrink([false, false])
+                .show(ui, |ui| {
+                    self.message_ui(ui);
+                    self.job_ui(ui);
+                    ui.add_space(6.0);
+                    self.servers_ui(ui);
+                    ui.add_space(6.0);
+                    self.frames_ui(ui);
+                });
+        });
+        drop_veil_ui(&ctx);
+    }
+
+    fn toolbar_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.strong("herd");
+            let open = ui.add_enabled(!self.job_running(), egui::Button::new("Open…"));
+            if open.clicked() {
+                self.send(BridgeCommand::PickBlend);
+            }
+            ui.weak("or drop a .blend anywhere in this window");
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                let count = self.state.nodes.len();
+                ui.label(match count {
+                    1 => "1 server".to_string(),
+                    _ => format!("{count} servers"),
+                });
+            });
+        });
+    }
+
+    fn message_ui(&mut self, ui: &mut egui::Ui) {
+        let Some((kind, text)) = &self.message else {
+            return;
+        };
+        let color = match kind {
+            MessageKind::Error => palette::ERROR,
+            MessageKind::Info => ui.visuals().text_color(),
+        };
+        let mut dismiss = false;
+        ui.horizontal(|ui| {
+            ui.colored_label(color, text);
+            if ui.small_button("Dismiss").clicked() {
+                dismiss = true;
+            }
+        });
+        if dismiss {
+            self.message = None;
+        }
+        ui.add_space(4.0);
+    }
+
+    /// The file being read, the job panel, or the running job's progress.
+    fn job_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(path) = &self.inspecting {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("Reading {} with Blender…", display_name(path)));
+            });
+            return;
+        }
+        if self.job_running() || self.state.summary.is_some() {
+            self.progress_ui(ui);
+        }
+        if !self.job_running() && self.scene.is_some() {
+            self.job_panel_ui(ui);
+        }
+        if self.scene.is_none() && self.state.frames.is_empty() {
+            ui.label("No job yet: drop a .blend anywhere in this window, or press Open….");
+        }
+    }
+
+    fn job_panel_ui(&mut self, ui: &mut egui::Ui) {
+        let mut start = false;
+        let mut pick_dir = false;
+        let mut close = false;
+        let Some((scene, form)) = &mut self.scene else {
+            return;
+        };
+        ui.heading(display_name(&scene.file));
+        let samples = scene
+            .samples
+            .map_or_else(String::new, |samples| format!(", {samples} samples"));
+        ui.label(format!(
+            "Scene {}: frames {} at {} fps, {}×{} at {}%, {}{}, {}; saved by Blender {}",
+            scene.scene,
+            scene_frames(scene),
+            scene.fps,
+            scene.resolution_x,
+            scene.resolution_y,
+            scene.resolution_percentage,
+            scene.engine,
+            samples,
+            scene.file_format,
+            scene.saved_by,
+        ));
+        for warning in &scene.warnings {
+            ui.colored_label(palette::WARNING, format!("⚠ {warning}"));
+        }
+        egui::Grid::new("job_form")
+            .num_columns(2)
+            .spacing([12.0, 6.0])
+            .show(ui, |ui| {
+                let label = ui.label("Frames");
+                ui.horizontal(|ui| {
+                    ui.add(
+                        egui::TextEdit::singleline(&mut form.frames)
+                            .desired_width(160.0)
+                            .hint_text("1-24,30,40-50x2"),
+                    )
+                    .labelled_by(label.id);
+                    match form.parsed_frames() {
+                        Ok(frames) => ui.weak(format!("{} frames", frames.len())),
+                        Err(err) => ui.colored_label(palette::ERROR, err),
+                    };
+                });
+                ui.end_row();
+
+                let label = ui.label("Output folder");
+                ui.horizontal(|ui| {
+                    ui.add(egui::TextEdit::singleline(&mut form.output_dir).desired_width(320.0))
+                        .labelled_by(label.id);
+                    pick_dir = ui.button("Choose…").clicked();
+                });
+                ui.end_row();
+
+                let label = ui.label("Resolution %");
+                ui.add(egui::DragValue::new(&mut form.resolution_percent).range(1..=1000))
+                    .labelled_by(label.id);
+                ui.end_row();
+
+                if let Some(samples) = &mut form.samples {
+                    let label = ui.label("Samples");
+                    ui.add(egui::DragValue::new(samples).range(1..=16_777_216))
+                        .labelled_by(label.id);
+                    ui.end_row();
+                }
+
+                let label = ui.label("Format");
+                let selected = FORMATS
+                    .iter()
+                    .find(|(format, _)| *format == form.format)
+                    .map_or("PNG", |(_, name)| *name);
+                egui::ComboBox::from_id_salt("format")
+                    .selected_text(selected)
+                    .show_ui(ui, |ui| {
+                        for (format, name) in FORMATS {
+                            ui.selectable_value(&mut form.format, format, name);
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+                ui.end_row();
+
+                ui.label("");
+                ui.checkbox(
+                    &mut form.overwrite,
+                    "Render frames again that are there already",
+                );
+                ui.end_row();
+            });
+        ui.horizontal(|ui| {
+            let valid = form.parsed_frames().is_ok();
+            start = ui.add_enabled(valid, egui::Button::new("Start")).clicked();
+            close = ui.button("Close").clicked();
+        });
+        if pick_dir {
+            self.send(BridgeCommand::PickOutputDir);
+        }
+        if start {
+            self.start_job();
+        }
+        if close {
+            self.scene = None;
+        }
+    }
+
+    fn progress_ui(&mut self, ui: &mut egui::Ui) {
+        let total = self.state.frames.len();
+        let (done, failed) = self
+            .state
+            .progress
+            .as_ref()
+            .map_or((0, 0), |progress| (progress.done, progress.failed));
+        let fraction = if total == 0 {
+            0.0
+        } else {
+            done as f32 / total as f32
+        };
+        ui.horizontal(|ui| {
+            ui.add(
+                egui::ProgressBar::new(fraction)
+                    .desired_width(ui.available_width().min(400.0))
+                    .text(format!("{done} / {total} frames")),
+            );
+            if self.job_running() && ui.button("Cancel").clicked() {
+                self.send(BridgeCommand::Engine(EngineCommand::Cancel));
+            }
+        });
+        if let Some(progress) = &self.state.progress {
+            let eta = progress.eta_secs.map_or_else(|| "–".to_string(), clock);
+            ui.label(format!(
+                "Elapsed {}   ETA {}   {:.1} frames/min{}",
+                clock(progress.elapsed_secs),
+                eta,
+                progress.frames_per_minute,
+                if failed > 0 {
+                    format!("   {failed} failed")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if let Some(summary) = &self.state.summary {
+            let (color, text) = match &summary.outcome {
+                Outcome::Complete => (
+                    palette::SUCCESS,
+                    format!(
+                        "Done: all {} frames are in {}",
+                        summary.frames_total,
+                        summary.output_dir.display()
+                    ),
+                ),
+                Outcome::Incomplete => (
+                    palette::ERROR,
+                    format!(
+                        "{} frames failed; hover them in the grid to see why",
+                        summary.failed.len()
+                    ),
+                ),
+                Outcome::Stuck { reason } => (palette::ERROR, format!("The job stopped: {reason}")),
+                Outcome::Cancelled => (
+                    palette::WARNING,
+                    format!(
+                        "Cancelled: {} of {} frames done",
+                        summary.frames_done, summary.frames_total
+                    ),
+                ),
+            };
+            ui.colored_label(color, text);
+        } else if let Some(dir) = &self.state.output_dir {
+            ui.weak(format!("Output: {}", dir.display()));
+        }
+    }
+
+    fn servers_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Servers");
+        let nodes: Vec<_> = self.state.nodes_sorted().into_iter().cloned().collect();
+        if nodes.is_empty() {
+            ui.weak(if self.job_running() {
+                "Looking for servers…"
+            } else {
+                "Servers show up here when a job starts."
+            });
+            return;
+        }
+        let mut toggled = Vec::new();
+        let row_height = ui.spacing().interact_size.y + 2.0;
+        TableBuilder::new(ui)
+            .id_salt("servers")
+            .striped(true)
+            .vscroll(false)
+            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+            .column(Column::auto())
+            .column(Column::auto().at_least(120.0))
+            .column(Column::auto())
+            .column(Column::auto())
+            .column(Column::auto())
+            .column(Column::auto())
+            .column(Column::remainder().at_least(120.0))
+            .column(Column::auto())
+            .column(Column::auto())
+            .header(20.0, |mut header| {
+                for title in [
+                    "Use", "Name", "Address", "Status", "Blender", "Cores", "Frame", "Done",
+                    "s/frame",
+                ] {
+                    header.col(|ui| {
+                        ui.strong(title);
+                    });
+                }
+            })
+            .body(|body| {
+                body.rows(row_height, nodes.len(), |mut row| {
+                    let Some(node) = nodes.get(row.index()) else {
+                        return;
+                    };
+                    row.col(|ui| {
+                        let mut enabled = node.enabled;
+                        if ui
+                            .checkbox(&mut enabled, "")
+                            .on_hover_text("Use this server in the job")
+                            .changed()
+                        {
+                            toggled.push((node.id, enabled));
+                        }
+                    });
+                    row.col(|ui| {
+                        ui.label(&node.name);
+                    });
+                    row.col(|ui| {
+                        ui.label(node.uri.trim_start_matches("http://"));
+                    });
+                    row.col(|ui| {
+                        let status = ui.colored_label(
+                            palette::node_color(node.status),
+                            palette::node_label(node.status),
+                        );
+                        if let Some(error) = &node.error {
+                            status.on_hover_text(error);
+                        }
+                    });
+                    row.col(|ui| {
+                        ui.label(&node.blender_version);
+                    });
+                    row.col(|ui| {
+                        ui.label(node.cores.to_string());
+                    });
+                    row.col(|ui| match node.current {
+                        Some((frame, progress)) => {
+                            ui.add(
+                                egui::ProgressBar::new(progress)
+                                    .text(format!("frame {frame}: {:.0}%", progress * 100.0)),
+                            );
+                        }
+                        None => {
+                            ui.weak("–");
+                        }
+                    });
+                    row.col(|ui| {
+                        ui.label(node.frames_done.to_string());
+                    });
+                    row.col(|ui| {
+                        ui.label(
+                            node.secs_per_frame
+                                .map_or_else(|| "–".to_string(), |secs| format!("{secs:.1}")),
+                        );
+                    });
+                });
+            });
+        for (node, enabled) in toggled {
+            self.send(BridgeCommand::Engine(EngineCommand::SetNodeEnabled {
+                node,
+                enabled,
+            }));
+        }
+    }
+
+    fn frames_ui(&mut self, ui: &mut egui::Ui) {
+        if self.state.frames.is_empty() {
+            return;
+        }
+        ui.heading("Frames");
+        legend_ui(ui, &self.state.frame_counts());
+        ui.add_space(4.0);
+        let pitch = CELL_SIZE + CELL_GAP;
+        let width = ui.available_width().max(pitch);
+        let columns = (((width + CELL_GAP) / pitch).floor() as usize).max(1);
+        let rows = self.state.frames.len().div_ceil(columns);
+        let (rect, response) =
+            ui.allocate_exact_size(Vec2::new(width, rows as f32 * pitch), Sense::hover());
+        let layout = GridLayout {
+            origin: rect.min,
+            columns,
+        };
+        let painter = ui.painter();
+        let visible = ui.clip_rect();
+        for (index, frame) in self.state.frames.iter().enumerate() {
+            let cell = layout.cell(index);
+            if !visible.intersects(cell) {
+                continue;
+            }
+            let color = palette::frame_color(frame.state);
+            if frame.state == FrameState::Rendering {
+                painter.rect_filled(cell, 2.0, palette::RENDERING_BACKGROUND);
+                let mut filled = cell;
+                filled.set_width(cell.width() * frame.progress.clamp(0.0, 1.0));
+                painter.rect_filled(filled, 2.0, color);
+            } else {
+                painter.rect_filled(cell, 2.0, color);
+            }
+        }
+        self.grid = Some(layout);
+        if let Some(pos) = response.hover_pos()
+            && let Some(index) = layout.index_at(pos)
+            && let Some(text) = self.state.frame_tooltip(index)
+        {
+            response.on_hover_text_at_pointer(text);
+        }
+        if !self.thumbnails.frames().is_empty() {
+            ui.add_space(8.0);
+            ui.strong("Latest frames");
+            self.thumbnails.ui(ui);
+        }
+    }
+
+    fn log_ui(&mut self, ui: &mut egui::Ui) {
+        egui::CollapsingHeader::new(format!("Log ({})", self.state.log.len()))
+            .id_salt("log")
+            .default_open(false)
+            .show(ui, |ui| {
+                let row_height = ui.text_style_height(&egui::TextStyle::Body);
+                egui::ScrollArea::vertical()
+                    .max_height(160.0)
+                    .auto_shrink([false, true])
+                    .stick_to_bottom(true)
+                    .show_rows(ui, row_height, self.state.log.len(), |ui, range| {
+                        for line in self.state.log.range(range) {
+                            ui.label(line);
+                        }
+                    });
+            });
+    }
+}
+
+impl eframe::App for ControllerApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.window_ui(ui);
+    }
+}
+
+/// One coloured square per frame state, with how many frames are in it.
+fn legend_ui(ui: &mut egui::Ui, counts: &[usize]) {
+    ui.horizontal_wrapped(|ui| {
+        for (state, count) in palette::FRAME_STATES.iter().zip(counts) {
+            let (rect, _) = ui.allocate_exact_size(Vec2::splat(CELL_SIZE * 0.8), Sense::hover());
+            ui.painter()
+                .rect_filled(rect, 2.0, palette::frame_color(*state));
+            ui.label(format!("{} {count}", palette::frame_label(*state)));
+            ui.add_space(8.0);
+        }
+    });
+}
+
+/// Veils the window while a file is dragged over it.
+fn drop_veil_ui(ctx: &egui::Context) {
+    let hovered = ctx.input(|i| i.raw.hovered_files.clone());
+    if hovered.is_empty() {
+        return;
+    }
+    let text = match hovered.first().and_then(|file| file.path.as_deref()) {
+        Some(path) if !is_blend(path) => format!("{} is not a .blend file", display_name(path)),
+        _ => "Drop the .blend to render it".to_string(),
+    };
+    let painter = ctx.layer_painter(egui::LayerId::new(
+        egui::Order::Foreground,
+        egui::Id::unique("drop_veil"),
+    ));
+    let screen = ctx.content_rect();
+    painter.rect_filled(screen, 0.0, palette::DROP_VEIL);
+    painter.rect_stroke(
+        screen.shrink(4.0),
+        6.0,
+        egui::Stroke::new(3.0, palette::DROP_OUTLINE),
+        egui::StrokeKind::Inside,
+    );
+    painter.text(
+        screen.center(),
+        egui::Align2::CENTER_CENTER,
+        text,
+        egui::FontId::proportional(24.0),
+        Color32::WHITE,
+    );
+}
+
+/// A file's name, or its whole path when it has none.
+fn display_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
+
+/// Seconds as h:mm:ss.
+pub fn clock(secs: f64) -> String {
+    let secs = secs.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_cells_and_points_agree() {
+        let layout = GridLayout {
+            origin: Pos2::new(10.0, 20.0),
+            columns: 5,
+        };
+        for index in [0, 4, 5, 12] {
+            let center = layout.cell(index).center();
+            assert_eq!(layout.index_at(center), Some(index));
+        }
+        assert_eq!(layout.index_at(Pos2::new(5.0, 25.0)), None);
+        assert_eq!(
+            layout.index_at(Pos2::new(10.0 + 5.0 * 16.0 + 1.0, 25.0)),
+            None
+        );
+    }
+
+    #[test]
+    fn clock_reads_hours_minutes_seconds() {
+        assert_eq!(clock(3725.4), "1:02:05");
+        assert_eq!(clock(-3.0), "0:00:00");
+    }
+}

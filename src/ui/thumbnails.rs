@@ -1,0 +1,145 @@
+//! Previews of the latest finished frames: decoded and shrunk off the UI
+//! thread ([`decode`], run by the bridge), kept as textures in a cache
+//! bounded to [`THUMBNAILS`] frames.
+
+use std::collections::VecDeque;
+use std::path::Path;
+
+/// Finished frames shown (and textures kept).
+pub const THUMBNAILS: usize = 6;
+
+/// Longest side of a preview, in pixels.
+pub const THUMBNAIL_PIXELS: u32 = 200;
+
+/// Reads an image file and shrinks it to a preview: blocking, for a
+/// background thread.
+pub fn decode(path: &Path) -> Result<egui::ColorImage, String> {
+    let image =
+        image::open(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let small = image
+        .thumbnail(THUMBNAIL_PIXELS, THUMBNAIL_PIXELS)
+        .to_rgba8();
+    let size = [small.width() as usize, small.height() as usize];
+    Ok(egui::ColorImage::from_rgba_unmultiplied(
+        size,
+        small.as_raw(),
+    ))
+}
+
+/// The latest finished frames' previews, newest last.
+#[derive(Default)]
+pub struct Thumbnails {
+    shown: VecDeque<(i32, egui::TextureHandle)>,
+    wanted: VecDeque<i32>,
+}
+
+impl std::fmt::Debug for Thumbnails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Thumbnails")
+            .field("shown", &self.frames())
+            .field("wanted", &self.wanted)
+            .finish()
+    }
+}
+
+impl Thumbnails {
+    /// Forgets every preview (a new job).
+    pub fn clear(&mut self) {
+        self.shown.clear();
+        self.wanted.clear();
+    }
+
+    /// Notes that `frame` is finished; only the latest [`THUMBNAILS`] are
+    /// asked for.
+    pub fn want(&mut self, frame: i32) {
+        if self.wanted.contains(&frame) || self.shown.iter().any(|(shown, _)| *shown == frame) {
+            return;
+        }
+        if self.wanted.len() >= THUMBNAILS {
+            self.wanted.pop_front();
+        }
+        self.wanted.push_back(frame);
+    }
+
+    /// The frames to ask the background for now.
+    pub fn take_wanted(&mut self) -> Vec<i32> {
+        self.wanted.drain(..).collect()
+    }
+
+    /// Keeps a decoded preview, dropping the oldest past [`THUMBNAILS`].
+    pub fn insert(&mut self, ctx: &egui::Context, frame: i32, image: egui::ColorImage) {
+        self.shown.retain(|(shown, _)| *shown != frame);
+        let texture = ctx.load_texture(
+            format!("frame_{frame}"),
+            image,
+            egui::TextureOptions::LINEAR,
+        );
+        self.shown.push_back((frame, texture));
+        while self.shown.len() > THUMBNAILS {
+            self.shown.pop_front();
+        }
+    }
+
+    /// The frames with a preview, oldest first.
+    pub fn frames(&self) -> Vec<i32> {
+        self.shown.iter().map(|(frame, _)| *frame).collect()
+    }
+
+    /// Draws the previews in a row, newest first.
+    pub fn ui(&self, ui: &mut egui::Ui) {
+        ui.horizontal_wrapped(|ui| {
+            for (frame, texture) in self.shown.iter().rev() {
+                ui.vertical(|ui| {
+                    ui.add(
+                        egui::Image::from_texture(egui::load::SizedTexture::from_handle(texture))
+                            .max_height(90.0),
+                    );
+                    ui.weak(format!("frame {frame}"));
+                });
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_latest_frames_are_wanted_and_kept() {
+        let ctx = egui::Context::default();
+        let mut thumbnails = Thumbnails::default();
+        for frame in 1..=10 {
+            thumbnails.want(frame);
+        }
+        thumbnails.want(10);
+        let wanted = thumbnails.take_wanted();
+        assert_eq!(wanted, (5..=10).collect::<Vec<_>>());
+        for frame in wanted.iter().chain(&[11, 12]) {
+            thumbnails.insert(
+                &ctx,
+                *frame,
+                egui::ColorImage::filled([2, 2], egui::Color32::RED),
+            );
+        }
+        assert_eq!(thumbnails.frames(), (7..=12).collect::<Vec<_>>());
+        thumbnails.want(12);
+        assert!(
+            thumbnails.take_wanted().is_empty(),
+            "a shown frame is not asked again"
+        );
+    }
+
+    #[test]
+    fn decoding_shrinks_the_image_and_a_bad_file_says_which() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frame.png");
+        image::RgbaImage::from_pixel(800, 400, image::Rgba([10, 200, 30, 255]))
+            .save(&path)
+            .unwrap();
+        let preview = decode(&path).unwrap();
+        assert_eq!(preview.size, [200, 100]);
+        let missing = decode(&dir.path().join("none.png")).unwrap_err();
+        assert!(missing.contains("none.png"), "{missing}");
+    }
+}

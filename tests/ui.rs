@@ -1,0 +1,437 @@
+//! The windows, driven headless with egui_kittest: simulated engine events
+//! fill the servers table and the frame grid, a dropped .blend is read by
+//! the real Blender, and the node window says when Blender is missing.
+//! Snapshots render on Mesa's software Vulkan (`mesa-vulkan-drivers`); no
+//! test here starts discovery or listens beyond loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use tokio_util::sync::CancellationToken;
+
+use herd::controller::engine::{EngineEvent, FrameView, NodeStatus, NodeView, ProgressView};
+use herd::controller::scheduler::FrameState;
+use herd::ui::bridge::{self, BridgeConfig, BridgeEvent};
+use herd::ui::node_launch::{self, NodeLaunch};
+use herd::ui::node_window::NodePhase;
+use herd::ui::{ControllerApp, NodeApp};
+
+const SIZE: egui::Vec2 = egui::vec2(800.0, 500.0);
+
+fn controller_harness(app: ControllerApp) -> Harness<'static, ControllerApp> {
+    Harness::builder()
+        .with_size(SIZE)
+        .wgpu()
+        .build_ui_state(|ui, app: &mut ControllerApp| app.window_ui(ui), app)
+}
+
+fn node(id: u32, name: &str, local: bool, status: NodeStatus) -> NodeView {
+    NodeView {
+        id,
+        uri: format!("http://127.0.0.1:{}", 18000 + id),
+        name: name.into(),
+        status,
+        blender_version: "3.4.1".into(),
+        cores: 2 + id as usize * 2,
+        current: None,
+        frames_done: 0,
+        secs_per_frame: None,
+        local,
+        enabled: true,
+        error: None,
+    }
+}
+
+fn frame(index: usize, state: FrameState) -> FrameView {
+    FrameView {
+        index,
+        frame: index as i32 + 1,
+        state,
+        attempts: u32::from(state != FrameState::Queued),
+        node: None,
+        progress: 0.0,
+        secs: None,
+        error: None,
+    }
+}
+
+/// A job half-way: two nodes, frames in every state, one failed for good.
+fn simulated_job() -> Vec<EngineEvent> {
+    let mut events = vec![EngineEvent::Started {
+        total: 40,
+        skipped: 0,
+        output_dir: "/renders/demo_frames".into(),
+    }];
+    let mut local = node(0, "studio (local)", true, NodeStatus::Rendering);
+    local.current = Some((13, 0.4));
+    local.frames_done = 6;
+    local.secs_per_frame = Some(3.2);
+    let mut other = node(1, "attic", false, NodeStatus::Rendering);
+    other.current = Some((14, 0.75));
+    other.frames_done = 5;
+    other.secs_per_frame = Some(4.1);
+    events.push(EngineEvent::Node(local));
+    events.push(EngineEvent::Node(other));
+    for index in 0..11 {
+        events.push(EngineEvent::Frame(FrameView {
+            node: Some(
+                if index % 2 == 0 {
+                    "studio (local)"
+                } else {
+                    "attic"
+                }
+                .into(),
+            ),
+            secs: Some(3.5),
+            ..frame(index, FrameState::Done)
+        }));
+    }
+    events.push(EngineEvent::Frame(FrameView {
+        attempts: 3,
+        node: Some("attic".into()),
+        error: Some("Blender crashed with signal 11 (SIGSEGV)".into()),
+        ..frame(11, FrameState::Failed)
+    }));
+    events.push(EngineEvent::Frame(FrameView {
+        progress: 0.4,
+        node: Some("studio (local)".into()),
+        ..frame(12, FrameState::Rendering)
+    }));
+    events.push(EngineEvent::Frame(FrameView {
+        progress: 0.75,
+        node: Some("attic".into()),
+        ..frame(13, FrameState::Rendering)
+    }));
+    events.push(EngineEvent::Frame(frame(14, FrameState::Assigned)));
+    events.push(EngineEvent::Frame(frame(15, FrameState::Downloading)));
+    events.push(EngineEvent::Progress(ProgressView {
+        done: 11,
+        failed: 1,
+        total: 40,
+        elapsed_secs: 42.0,
+        eta_secs: Some(95.0),
+        frames_per_minute: 15.7,
+    }));
+    events.push(EngineEvent::Log {
+        message: "node attic joined at http://127.0.0.1:18001".into(),
+    });
+    events
+}
+
+/// A window fed [`simulated_job`] through the bridge's channel, as the real
+/// bridge would.
+fn window_with_job() -> (Harness<'static, ControllerApp>, bridge::BridgeEnd) {
+    let (link, end) = bridge::channel();
+    let mut app = ControllerApp::new(link);
+    app.state.begin_job(&(1..=40).collect::<Vec<_>>());
+    app.job_active = true;
+    for event in simulated_job() {
+        end.events.try_send(BridgeEvent::Engine(event)).unwrap();
+    }
+    let mut harness = controller_harness(app);
+    harness.run_steps(4);
+    (harness, end)
+}
+
+#[test]
+fn simulated_events_fill_the_servers_table_and_the_frame_grid() {
+    let (mut harness, _end) = window_with_job();
+    harness.get_by_label("studio (local)");
+    harness.get_by_label("attic");
+    harness.get_by_label("127.0.0.1:18001");
+    harness.get_by_label_contains("frame 14: 75%");
+    harness.get_by_label("11 / 40 frames");
+    harness.get_by_label_contains("ETA 0:01:35");
+    harness.get_by_label("failed 1");
+    harness.get_by_label("rendering 2");
+    harness.get_by_label("done 11");
+
+    let state = &harness.state().state;
+    assert_eq!(state.nodes.len(), 2);
+    assert_eq!(state.frames.len(), 40);
+    assert_eq!(state.frame_counts(), [24, 1, 2, 1, 11, 1]);
+    assert!(harness.state().grid.is_some(), "the grid was drawn");
+
+    harness.snapshot("controller_job");
+}
+
+#[test]
+fn hovering_a_failed_frame_shows_its_error() {
+    let (mut harness, _end) = window_with_job();
+    let tooltip = harness.state().state.frame_tooltip(11).unwrap();
+    assert!(tooltip.contains("Frame 12: failed"), "{tooltip}");
+    assert!(tooltip.contains("attempts: 3"), "{tooltip}");
+    assert!(tooltip.contains("SIGSEGV"), "{tooltip}");
+
+    harness
+        .ctx
+        .all_styles_mut(|style| style.interaction.tooltip_delay = 0.0);
+    let cell = harness.state().grid.unwrap().cell(11).center();
+    harness.hover_at(cell);
+    harness.run_steps(6);
+    harness.get_by_label_contains("error: Blender crashed with signal 11 (SIGSEGV)");
+}
+
+#[test]
+fn dropping_a_file_that_is_no_blend_says_so_and_reads_nothing() {
+    let (link, mut end) = bridge::channel();
+    let mut harness = controller_harness(ControllerApp::new(link));
+    harness.run();
+    harness
+        .input_mut()
+        .dropped_files
+        .push(dropped(Path::new("/tmp/holiday.png")));
+    harness.run();
+    harness.get_by_label_contains("holiday.png is not a .blend file");
+    assert!(
+        end.commands.try_recv().is_err(),
+        "nothing was sent to inspect"
+    );
+}
+
+/// A file dropped on the window, as egui-winit hands it over.
+#[derive(Debug)]
+struct DroppedPath(PathBuf);
+
+impl egui::DroppedFile for DroppedPath {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|err| err.to_string())
+    }
+}
+
+fn dropped(path: &Path) -> egui::DroppedFileHandle {
+    Arc::new(DroppedPath(path.to_path_buf()))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ui-test-worker")
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn demo_blend() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/demo.blend")
+}
+
+/// Steps the window until `done` holds, sleeping between steps so the
+/// background gets on; panics after `timeout`.
+fn step_until<S>(harness: &mut Harness<'_, S>, timeout: Duration, done: impl Fn(&S) -> bool) {
+    let start = Instant::now();
+    while !done(harness.state()) {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?}");
+        harness.step();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    harness.run_steps(3);
+}
+
+#[test]
+fn dropping_the_demo_blend_reads_it_with_blender_and_shows_the_job_panel() {
+    let runtime = runtime();
+    let shutdown = CancellationToken::new();
+    let config = BridgeConfig {
+        blender: Some(PathBuf::from("/usr/bin/blender")),
+        local: false,
+        discovery_port: None,
+        ..BridgeConfig::default()
+    };
+    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
+    let mut harness = controller_harness(ControllerApp::new(link));
+    harness.run();
+    harness
+        .input_mut()
+        .dropped_files
+        .push(dropped(&demo_blend()));
+    harness.step();
+    assert!(
+        harness.state().inspecting.is_some(),
+        "reading starts at once"
+    );
+    harness.get_by_label_contains("Reading demo.blend with Blender");
+
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        app.inspecting.is_none()
+    });
+    let app = harness.state();
+    assert_eq!(app.message, None);
+    let form = app.form().expect("the job panel is shown");
+    assert_eq!(form.frames, "1-24");
+    assert_eq!(form.resolution_percent, 100);
+    assert_eq!(form.samples, Some(16));
+    assert!(
+        form.output_dir.ends_with("demo_frames"),
+        "{}",
+        form.output_dir
+    );
+    harness.get_by_label_contains("frames 1-24 at 24 fps");
+    harness.get_by_label_contains("24 frames");
+    harness.get_by_label("Start");
+
+    shutdown.cancel();
+    runtime.block_on(task).unwrap();
+}
+
+#[test]
+fn the_node_window_says_when_blender_is_missing() {
+    let runtime = runtime();
+    let work_dir = tempfile::tempdir().unwrap();
+    let launch = NodeLaunch {
+        blender: Some(PathBuf::from("/nonexistent/blender")),
+        name: Some("ui-test".into()),
+        work_dir: Some(work_dir.path().to_path_buf()),
+        cache_size_bytes: 1 << 30,
+        threads: None,
+        allow_scripts: false,
+        frame_timeout: Duration::from_secs(60),
+        allow: Vec::new(),
+        token: None,
+        bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        port: 0,
+        discovery: None,
+        simulate: None,
+    };
+    let shutdown = CancellationToken::new();
+    let (events, task) =
+        node_launch::launch(runtime.handle(), launch, Arc::new(|| {}), shutdown.clone());
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(520.0, 300.0))
+        .build_ui_state(
+            |ui, app: &mut NodeApp| app.window_ui(ui),
+            NodeApp::new(events),
+        );
+    step_until(&mut harness, Duration::from_secs(20), |app| {
+        !matches!(app.phase, NodePhase::Starting)
+    });
+    assert!(matches!(harness.state().phase, NodePhase::Failed(_)));
+    harness.get_by_label("This node cannot start.");
+    harness.get_by_label_contains("Blender not found at /nonexistent/blender");
+    shutdown.cancel();
+    runtime.block_on(task).unwrap();
+}
+
+#[test]
+fn a_job_started_from_the_window_renders_on_the_local_node() {
+    let runtime = runtime();
+    let work_dir = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = BridgeConfig {
+        blender: Some(PathBuf::from("/usr/bin/blender")),
+        local: true,
+        work_dir: Some(work_dir.path().to_path_buf()),
+        discovery_port: None,
+        ..BridgeConfig::default()
+    };
+    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
+    let mut app = ControllerApp::new(link);
+    app.open(demo_blend());
+    let mut harness = controller_harness(app);
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        app.inspecting.is_none()
+    });
+    {
+        let app = harness.state_mut();
+        let (_, form) = app.scene.as_mut().expect("the job panel is shown");
+        form.frames = "1-2".into();
+        form.resolution_percent = 25;
+        form.output_dir = out_dir.path().display().to_string();
+    }
+    harness.run_steps(2);
+    harness.get_by_label("Start").click();
+    harness.step();
+    assert!(harness.state().job_running(), "the job starts at once");
+
+    step_until(&mut harness, Duration::from_secs(300), |app| {
+        !app.job_running()
+    });
+    let app = harness.state();
+    assert_eq!(app.message, None);
+    let summary = app.state.summary.as_ref().expect("the job ended");
+    assert_eq!(summary.outcome, herd::controller::engine::Outcome::Complete);
+    assert_eq!(summary.frames_done, 2);
+    assert!(out_dir.path().join("demo_0001.png").is_file());
+    assert!(out_dir.path().join("demo_0002.png").is_file());
+    assert_eq!(app.state.frame_counts()[4], 2, "both cells are done");
+    let local = app.state.nodes.values().find(|node| node.local).unwrap();
+    assert_eq!(local.frames_done, 2);
+    harness.get_by_label(&local.name);
+    harness.get_by_label_contains("Done: all 2 frames are in");
+
+    // The previews are decoded in the background from the output folder.
+    step_until(&mut harness, Duration::from_secs(30), |app| {
+        app.thumbnails.frames().len() == 2
+    });
+    harness.get_by_label("frame 1");
+    harness.get_by_label("frame 2");
+
+    shutdown.cancel();
+    runtime.block_on(task).unwrap();
+}
+
+#[test]
+fn the_node_window_pauses_resumes_and_stops_its_node() {
+    let runtime = runtime();
+    let work_dir = tempfile::tempdir().unwrap();
+    let launch = NodeLaunch {
+        blender: Some(PathBuf::from("/usr/bin/blender")),
+        name: Some("ui-test-node".into()),
+        work_dir: Some(work_dir.path().to_path_buf()),
+        cache_size_bytes: 1 << 30,
+        threads: Some(1),
+        allow_scripts: false,
+        frame_timeout: Duration::from_secs(60),
+        allow: Vec::new(),
+        token: None,
+        bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        port: 0,
+        discovery: None,
+        // No frame is sent: the renderer is never asked for one.
+        simulate: Some(Duration::from_millis(10)),
+    };
+    let shutdown = CancellationToken::new();
+    let (events, task) =
+        node_launch::launch(runtime.handle(), launch, Arc::new(|| {}), shutdown.clone());
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(520.0, 300.0))
+        .build_ui_state(
+            |ui, app: &mut NodeApp| app.window_ui(ui),
+            NodeApp::new(events),
+        );
+    step_until(&mut harness, Duration::from_secs(30), |app| {
+        !matches!(app.phase, NodePhase::Starting)
+    });
+    let NodePhase::Running(running) = &harness.state().phase else {
+        panic!("the node runs: {:?}", harness.state().phase);
+    };
+    let node = Arc::clone(&running.node);
+    harness.get_by_label("ui-test-node");
+    harness.get_by_label("idle: waiting for frames");
+    harness.get_by_label_contains("http://127.0.0.1:");
+
+    harness.get_by_label("Pause").click();
+    harness.run_steps(2);
+    assert_eq!(node.state(), herd::wire::NodeState::Paused);
+    harness.get_by_label("paused: takes no new frames");
+
+    harness.get_by_label("Resume").click();
+    harness.run_steps(2);
+    assert_eq!(node.state(), herd::wire::NodeState::Idle);
+
+    harness.get_by_label("Stop").click();
+    step_until(&mut harness, Duration::from_secs(30), |app| {
+        matches!(app.phase, NodePhase::Stopped(None))
+    });
+    harness.get_by_label_contains("The node stopped");
+    runtime.block_on(task).unwrap();
+}
