@@ -29,6 +29,9 @@ const ICON_PNG: &[u8] = include_bytes!("../../assets/icon.png");
 pub struct ControllerArgs {
     /// A .blend to open right away.
     pub file: Option<PathBuf>,
+    /// Start rendering FILE as soon as it is read, with its own settings.
+    #[arg(long, requires = "file")]
+    pub start: bool,
     /// A node to use, e.g. http://10.0.0.5:8082 (repeatable).
     #[arg(long, value_name = "URI")]
     pub node: Vec<String>,
@@ -106,6 +109,7 @@ pub fn run_controller(runtime: &tokio::runtime::Runtime, args: ControllerArgs) -
     repaint.close_on_signal(runtime);
     let (link, task) = bridge::spawn(runtime.handle(), config, repaint.notify(), shutdown.clone());
     let file = args.file;
+    let start = args.start;
     let result = eframe::run_native(
         "herd",
         native_options("herd", [1100.0, 760.0]),
@@ -113,7 +117,11 @@ pub fn run_controller(runtime: &tokio::runtime::Runtime, args: ControllerArgs) -
             repaint.set(cc.egui_ctx.clone());
             let mut app = ControllerApp::new(link);
             if let Some(file) = file {
-                app.open(file);
+                if start {
+                    app.open_and_start(file);
+                } else {
+                    app.open(file);
+                }
             }
             Ok(Box::new(app))
         }),

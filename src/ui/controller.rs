@@ -96,6 +96,8 @@ pub struct ControllerApp {
     /// The .blend and format of the job started from this window, to name
     /// its frame files.
     job_files: Option<(PathBuf, ImageFormat)>,
+    /// Start the job as soon as the file being read is read.
+    start_when_read: bool,
 }
 
 impl ControllerApp {
@@ -112,7 +114,15 @@ impl ControllerApp {
             job_active: false,
             thumbnails: Thumbnails::default(),
             job_files: None,
+            start_when_read: false,
         }
+    }
+
+    /// Reads `path` in the background and starts its job with the file's
+    /// own settings as soon as it is read (`herd controller FILE --start`).
+    pub fn open_and_start(&mut self, path: PathBuf) {
+        self.start_when_read = true;
+        self.open(path);
     }
 
     /// Reads `path` in the background, as if it had been dropped.
@@ -208,6 +218,9 @@ impl ControllerApp {
                     Ok(scene) => {
                         let form = JobForm::from_scene(&scene);
                         self.scene = Some((scene, form));
+                        if std::mem::take(&mut self.start_when_read) {
+                            self.start_job();
+                        }
                     }
                     Err(err) => self.message = Some((MessageKind::Error, err)),
                 }
