@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use herd::controller::engine::{EngineEvent, FrameView, NodeStatus, NodeView, ProgressView};
 use herd::controller::scheduler::FrameState;
-use herd::ui::bridge::{self, BridgeConfig, BridgeEvent};
+use herd::ui::bridge::{self, BridgeCommand, BridgeConfig, BridgeEvent};
 use herd::ui::node_launch::{self, NodeLaunch};
 use herd::ui::node_window::NodePhase;
 use herd::ui::{ControllerApp, NodeApp};
@@ -434,4 +434,35 @@ fn the_node_window_pauses_resumes_and_stops_its_node() {
     });
     harness.get_by_label_contains("The node stopped");
     runtime.block_on(task).unwrap();
+}
+
+#[test]
+fn a_server_added_by_address_goes_to_the_background_and_a_bad_one_is_refused() {
+    let (link, mut end) = bridge::channel();
+    let mut harness = controller_harness(ControllerApp::new(link));
+    harness.run();
+    type_into(&mut harness, "http://10.0.0.5:8082/");
+    harness.get_by_label("Add").click();
+    harness.run();
+    match end.commands.try_recv() {
+        Ok(BridgeCommand::AddNode(uri)) => assert_eq!(uri, "http://10.0.0.5:8082"),
+        other => panic!("expected AddNode, got {other:?}"),
+    }
+    type_into(&mut harness, "10.0.0.6");
+    harness.get_by_label("Add").click();
+    harness.run();
+    harness.get_by_label_contains("'10.0.0.6' is not a server address");
+    assert!(end.commands.try_recv().is_err(), "nothing was sent");
+}
+
+/// Types into the "Add a server" field: focus it, then type.
+fn type_into(harness: &mut Harness<'static, ControllerApp>, text: &str) {
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, "Add a server")
+        .focus();
+    harness.run();
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, "Add a server")
+        .type_text(text);
+    harness.run();
 }

@@ -45,6 +45,10 @@ pub enum BridgeCommand {
     Start(JobSpec),
     /// Pass a command to the running job.
     Engine(EngineCommand),
+    /// Use this node (`http://HOST:PORT`) in the running job and the next.
+    AddNode(String),
+    /// Show a folder in the desktop's file manager.
+    OpenFolder(PathBuf),
     /// Decode a finished frame's image into a preview.
     Thumbnail {
         /// Frame number.
@@ -187,7 +191,7 @@ impl Out {
 }
 
 async fn run(
-    config: BridgeConfig,
+    mut config: BridgeConfig,
     mut commands: mpsc::Receiver<BridgeCommand>,
     out: Out,
     shutdown: CancellationToken,
@@ -281,6 +285,36 @@ async fn run(
             BridgeCommand::Engine(command) => {
                 if let Some(job) = &job {
                     let _ = job.send(command).await;
+                }
+            }
+            BridgeCommand::AddNode(uri) => {
+                if !config.nodes.contains(&uri) {
+                    config.nodes.push(uri.clone());
+                }
+                if let Some(job) = &job {
+                    let _ = job.send(EngineCommand::AddNode(uri)).await;
+                }
+            }
+            BridgeCommand::OpenFolder(path) => {
+                let opener = if cfg!(target_os = "macos") {
+                    "open"
+                } else if cfg!(windows) {
+                    "explorer"
+                } else {
+                    "xdg-open"
+                };
+                let spawned = tokio::process::Command::new(opener)
+                    .arg(&path)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn();
+                if let Err(err) = spawned {
+                    out.send(BridgeEvent::Message(format!(
+                        "cannot open {}: {err} ({opener} is needed to show folders)",
+                        path.display()
+                    )))
+                    .await;
                 }
             }
         }

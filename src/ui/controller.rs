@@ -98,6 +98,8 @@ pub struct ControllerApp {
     job_files: Option<(PathBuf, ImageFormat)>,
     /// Start the job as soon as the file being read is read.
     start_when_read: bool,
+    /// The address typed into "Add a server".
+    new_node: String,
 }
 
 impl ControllerApp {
@@ -115,6 +117,7 @@ impl ControllerApp {
             thumbnails: Thumbnails::default(),
             job_files: None,
             start_when_read: false,
+            new_node: String::new(),
         }
     }
 
@@ -536,13 +539,47 @@ impl ControllerApp {
                 ),
             };
             ui.colored_label(color, text);
-        } else if let Some(dir) = &self.state.output_dir {
-            ui.weak(format!("Output: {}", dir.display()));
+        } else if let Some(dir) = self.state.output_dir.clone() {
+            ui.horizontal(|ui| {
+                ui.weak(format!("Output: {}", dir.display()));
+                if ui.small_button("Open output folder").clicked() {
+                    self.send(BridgeCommand::OpenFolder(dir));
+                }
+            });
         }
+    }
+
+    /// A field to add a server by address.
+    fn add_node_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let label = ui.label("Add a server");
+            let field = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.new_node)
+                        .hint_text("http://192.168.1.20:8082")
+                        .desired_width(220.0),
+                )
+                .labelled_by(label.id);
+            let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if ui.button("Add").clicked() || entered {
+                let uri = self.new_node.trim().trim_end_matches('/').to_string();
+                let host = uri.strip_prefix("http://").unwrap_or("");
+                if host.is_empty() || host.contains('/') {
+                    self.message = Some((
+                        MessageKind::Error,
+                        format!("'{uri}' is not a server address: write it like http://192.168.1.20:8082"),
+                    ));
+                } else {
+                    self.send(BridgeCommand::AddNode(uri));
+                    self.new_node.clear();
+                }
+            }
+        });
     }
 
     fn servers_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Servers");
+        self.add_node_ui(ui);
         let nodes: Vec<_> = self.state.nodes_sorted().into_iter().cloned().collect();
         if nodes.is_empty() {
             ui.weak(if self.job_running() {
