@@ -428,6 +428,15 @@ fn the_node_window_pauses_resumes_and_stops_its_node() {
     harness.run_steps(2);
     assert_eq!(node.state(), herd::wire::NodeState::Idle);
 
+    // Escape asks first; "Keep running" keeps it running.
+    harness.key_press(egui::Key::Escape);
+    harness.run_steps(2);
+    harness.get_by_label_contains("Stop this node?");
+    harness.get_by_label("Keep running").click();
+    harness.run_steps(2);
+    assert!(!harness.state().confirm_stop);
+    assert!(!node.shutdown.is_cancelled());
+
     harness.get_by_label("Stop").click();
     step_until(&mut harness, Duration::from_secs(30), |app| {
         matches!(app.phase, NodePhase::Stopped(None))

@@ -34,6 +34,8 @@ pub struct NodeApp {
     events: mpsc::Receiver<NodeEvent>,
     /// Where the node is.
     pub phase: NodePhase,
+    /// Escape was pressed: ask whether to stop the node.
+    pub confirm_stop: bool,
 }
 
 impl NodeApp {
@@ -42,6 +44,7 @@ impl NodeApp {
         Self {
             events,
             phase: NodePhase::Starting,
+            confirm_stop: false,
         }
     }
 
@@ -81,6 +84,12 @@ impl NodeApp {
                 }
                 NodePhase::Running(running) => {
                     running_ui(ui, running);
+                    if ui.input(|i| i.key_pressed(egui::Key::Escape)) {
+                        self.confirm_stop = true;
+                    }
+                    if self.confirm_stop {
+                        confirm_stop_ui(ui, running, &mut self.confirm_stop);
+                    }
                     ui.ctx().request_repaint_after(REFRESH);
                 }
             }
@@ -92,6 +101,25 @@ impl eframe::App for NodeApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.window_ui(ui);
     }
+}
+
+/// Escape asks before stopping: the machine's owner may have pressed it by
+/// mistake, and stopping cancels the frame being rendered.
+fn confirm_stop_ui(ui: &mut egui::Ui, running: &NodeRunning, asking: &mut bool) {
+    ui.add_space(8.0);
+    ui.colored_label(
+        palette::ERROR,
+        "Stop this node? It cancels the frame it renders and takes no more.",
+    );
+    ui.horizontal(|ui| {
+        if ui.button("Stop the node").clicked() {
+            running.node.shutdown.cancel();
+            *asking = false;
+        }
+        if ui.button("Keep running").clicked() {
+            *asking = false;
+        }
+    });
 }
 
 fn running_ui(ui: &mut egui::Ui, running: &NodeRunning) {
