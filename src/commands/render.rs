@@ -233,7 +233,8 @@ async fn local_node(args: &RenderArgs, blender_path: PathBuf) -> Result<NodeConf
     })
 }
 
-/// Shows the job's events until it ends; Ctrl-C cancels it cleanly.
+/// Shows the job's events until it ends; Ctrl-C or SIGTERM cancels it
+/// cleanly (what is rendered stays).
 async fn drive(mut handle: engine::EngineHandle, json: bool) -> Result<JobSummary> {
     let bar = if json {
         ProgressBar::hidden()
@@ -248,9 +249,8 @@ async fn drive(mut handle: engine::EngineHandle, json: bool) -> Result<JobSummar
     let mut eta = String::new();
     let cancel = handle.commands.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = cancel.send(EngineCommand::Cancel).await;
-        }
+        super::termination().await;
+        let _ = cancel.send(EngineCommand::Cancel).await;
     });
     while let Some(event) = handle.events.recv().await {
         if json {

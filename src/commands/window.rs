@@ -189,7 +189,7 @@ impl RepaintSlot {
     fn close_on_signal(&self, runtime: &tokio::runtime::Runtime) {
         let slot = Arc::clone(&self.0);
         runtime.spawn(async move {
-            termination().await;
+            super::termination().await;
             if let Some(ctx) = slot.get() {
                 ctx.send_viewport_cmd(egui::ViewportCommand::Close);
                 ctx.request_repaint();
@@ -204,28 +204,6 @@ impl RepaintSlot {
                 ctx.request_repaint();
             }
         })
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn termination() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
 
