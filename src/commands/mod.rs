@@ -6,6 +6,44 @@ pub mod nodes;
 pub mod render;
 pub mod window;
 
+use std::path::PathBuf;
+
+use clap::Args;
+
+use herd::wire::DEFAULT_PORT;
+
+/// The farm options `herd render` and `herd controller` share.
+#[derive(Debug, Args)]
+pub struct FarmArgs {
+    /// A node to use, e.g. http://10.0.0.5:8082 (repeatable).
+    #[arg(long, value_name = "URI")]
+    pub node: Vec<String>,
+    /// Do not render on this machine.
+    #[arg(long)]
+    pub no_local: bool,
+    /// Render threads of this machine's own node (default: all cores).
+    #[arg(long)]
+    pub local_threads: Option<u32>,
+    /// Do not look for nodes on the LAN; use only --node and the local node.
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// UDP port nodes announce on.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub discovery_port: u16,
+    /// Renders of one frame before it counts as failed.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Shared secret of the nodes (their --token).
+    #[arg(long, env = "HERD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Blender executable for reading files and for the local node.
+    #[arg(long, env = "HERD_BLENDER")]
+    pub blender: Option<PathBuf>,
+    /// Work dir of the local node (default: the user's cache dir).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn termination() {
     let ctrl_c = async {

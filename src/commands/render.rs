@@ -19,11 +19,14 @@ use herd::controller::inspect;
 use herd::controller::output::{OutputDir, format_from_blender};
 use herd::controller::scheduler::SchedulerConfig;
 use herd::node::NodeConfig;
-use herd::wire::{DEFAULT_PORT, ImageFormat, Overrides};
+use herd::wire::{ImageFormat, Overrides};
 
 /// Options of `herd render`.
 #[derive(Debug, Args)]
 pub struct RenderArgs {
+    /// Where the nodes are and how to use them.
+    #[command(flatten)]
+    pub farm: super::FarmArgs,
     /// The .blend to render.
     pub file: PathBuf,
     /// Frames to render, e.g. 1-24,30,40-50x2 (default: the scene's range).
@@ -32,24 +35,6 @@ pub struct RenderArgs {
     /// Output folder (default: <blend name>_frames/ next to the .blend).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// A node to use, e.g. http://10.0.0.5:8082 (repeatable).
-    #[arg(long, value_name = "URI")]
-    pub node: Vec<String>,
-    /// Do not render on this machine.
-    #[arg(long)]
-    pub no_local: bool,
-    /// Render threads of this machine's own node (default: all cores).
-    #[arg(long)]
-    pub local_threads: Option<u32>,
-    /// Do not look for nodes on the LAN; use only --node and the local node.
-    #[arg(long)]
-    pub no_discovery: bool,
-    /// UDP port nodes announce on.
-    #[arg(long, default_value_t = DEFAULT_PORT)]
-    pub discovery_port: u16,
-    /// Renders of one frame before it counts as failed.
-    #[arg(long, default_value_t = 3)]
-    pub retries: u32,
     /// Resolution percentage instead of the file's.
     #[arg(long)]
     pub resolution_percent: Option<u32>,
@@ -62,15 +47,6 @@ pub struct RenderArgs {
     /// Render frames again even when a valid image is in the output folder.
     #[arg(long)]
     pub overwrite: bool,
-    /// Shared secret of the nodes (their --token).
-    #[arg(long, env = "HERD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Blender executable for reading the file and for the local node.
-    #[arg(long, env = "HERD_BLENDER")]
-    pub blender: Option<PathBuf>,
-    /// Work dir of the local node (default: the user's cache dir).
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
     /// Print one JSON event per line instead of a progress bar.
     #[arg(long)]
     pub json: bool,
@@ -83,9 +59,9 @@ fn parse_format(text: &str) -> Result<ImageFormat, String> {
 
 /// Runs `herd render`.
 pub async fn run(args: RenderArgs) -> Result<()> {
-    let blender_path = blender::locate(args.blender.as_deref())?;
+    let blender_path = blender::locate(args.farm.blender.as_deref())?;
     // The local node starts first: its Blender warms up while the file is read.
-    let local = if args.no_local {
+    let local = if args.farm.no_local {
         None
     } else {
         Some(LocalNode::start(local_node(&args, blender_path.clone()).await?).await?)
@@ -164,12 +140,12 @@ async fn render(
         node_check: Some(node_check),
     };
     let config = EngineConfig {
-        nodes: args.node.clone(),
-        discovery_port: (!args.no_discovery).then_some(args.discovery_port),
+        nodes: args.farm.node.clone(),
+        discovery_port: (!args.farm.no_discovery).then_some(args.farm.discovery_port),
         local,
-        token: args.token.clone(),
+        token: args.farm.token.clone(),
         scheduler: SchedulerConfig {
-            max_attempts: args.retries.max(1),
+            max_attempts: args.farm.retries.max(1),
             ..SchedulerConfig::default()
         },
         ..EngineConfig::default()
@@ -208,7 +184,7 @@ async fn render(
 
 async fn local_node(args: &RenderArgs, blender_path: PathBuf) -> Result<NodeConfig> {
     let blender_version = blender::version(&blender_path).await?;
-    let work_dir = match &args.work_dir {
+    let work_dir = match &args.farm.work_dir {
         Some(dir) => dir.clone(),
         None => directories::ProjectDirs::from("", "", "herd")
             .map(|dirs| dirs.cache_dir().join("local-node"))
@@ -221,7 +197,7 @@ async fn local_node(args: &RenderArgs, blender_path: PathBuf) -> Result<NodeConf
         cache_size_bytes: 20 << 30,
         blender: BlenderConfig {
             path: blender_path,
-            threads: args.local_threads,
+            threads: args.farm.local_threads,
             allow_scripts: false,
             frame_timeout: Duration::from_secs(600),
             script_dir: work_dir,

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use herd::ui::bridge::{self, BridgeConfig, Notify};
 use herd::ui::node_launch;
 use herd::ui::{ControllerApp, NodeApp};
-use herd::wire::DEFAULT_PORT;
 
 use super::node::NodeArgs;
 
@@ -32,33 +31,9 @@ pub struct ControllerArgs {
     /// Start rendering FILE as soon as it is read, with its own settings.
     #[arg(long, requires = "file")]
     pub start: bool,
-    /// A node to use, e.g. http://10.0.0.5:8082 (repeatable).
-    #[arg(long, value_name = "URI")]
-    pub node: Vec<String>,
-    /// Do not render on this machine.
-    #[arg(long)]
-    pub no_local: bool,
-    /// Render threads of this machine's own node (default: all cores).
-    #[arg(long)]
-    pub local_threads: Option<u32>,
-    /// Do not look for nodes on the LAN; use only --node and the local node.
-    #[arg(long)]
-    pub no_discovery: bool,
-    /// UDP port nodes announce on.
-    #[arg(long, default_value_t = DEFAULT_PORT)]
-    pub discovery_port: u16,
-    /// Renders of one frame before it counts as failed.
-    #[arg(long, default_value_t = 3)]
-    pub retries: u32,
-    /// Shared secret of the nodes (their --token).
-    #[arg(long, env = "HERD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Blender executable for reading files and for the local node.
-    #[arg(long, env = "HERD_BLENDER")]
-    pub blender: Option<PathBuf>,
-    /// Work dir of the local node (default: the user's cache dir).
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
+    /// Where the nodes are and how to use them.
+    #[command(flatten)]
+    pub farm: super::FarmArgs,
 }
 
 /// Which window `herd` alone opens: the one used last.
@@ -94,14 +69,14 @@ fn defaults<T: Args>() -> Result<T> {
 pub fn run_controller(runtime: &tokio::runtime::Runtime, args: ControllerArgs) -> Result<()> {
     remember_mode(Mode::Controller);
     let config = BridgeConfig {
-        blender: args.blender,
-        local: !args.no_local,
-        local_threads: args.local_threads,
-        work_dir: args.work_dir,
-        nodes: args.node,
-        discovery_port: (!args.no_discovery).then_some(args.discovery_port),
-        token: args.token.filter(|token| !token.is_empty()),
-        retries: args.retries,
+        blender: args.farm.blender,
+        local: !args.farm.no_local,
+        local_threads: args.farm.local_threads,
+        work_dir: args.farm.work_dir,
+        nodes: args.farm.node,
+        discovery_port: (!args.farm.no_discovery).then_some(args.farm.discovery_port),
+        token: args.farm.token.filter(|token| !token.is_empty()),
+        retries: args.farm.retries,
     };
     let _entered = runtime.enter();
     let shutdown = CancellationToken::new();
