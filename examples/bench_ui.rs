@@ -128,6 +128,7 @@ impl Job {
                     local: id == 0,
                     enabled: true,
                     error: None,
+                    last_seen_secs: None,
                 },
                 rendering: None,
                 assigned: None,

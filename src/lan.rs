@@ -11,11 +11,24 @@ use ipnet::{IpNet, Ipv4Net};
 /// probe herd sends on loopback, whatever the command line says.
 pub const LOOPBACK_ONLY_ENV: &str = "HERD_LOOPBACK_ONLY";
 
-/// Whether [`LOOPBACK_ONLY_ENV`] is set.
+/// Set by [`force_loopback_only`].
+static FORCED_LOOPBACK_ONLY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps every beacon and probe of this process on loopback from now on, as
+/// [`LOOPBACK_ONLY_ENV`] does (for tests and programs that embed herd,
+/// where changing the environment of a running process is unsound).
+pub fn force_loopback_only() {
+    FORCED_LOOPBACK_ONLY.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`LOOPBACK_ONLY_ENV`] is set or [`force_loopback_only`] was
+/// called.
 pub fn loopback_only() -> bool {
-    std::env::var(LOOPBACK_ONLY_ENV)
-        .map(|value| matches!(value.trim(), "1" | "true" | "yes" | "on"))
-        .unwrap_or(false)
+    FORCED_LOOPBACK_ONLY.load(std::sync::atomic::Ordering::SeqCst)
+        || std::env::var(LOOPBACK_ONLY_ENV)
+            .map(|value| matches!(value.trim(), "1" | "true" | "yes" | "on"))
+            .unwrap_or(false)
 }
 
 /// An IPv4 interface of this machine that is not loopback.

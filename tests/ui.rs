@@ -1,9 +1,12 @@
 //! The windows, driven headless with egui_kittest: simulated engine events
 //! fill the servers table and the frame grid, a dropped .blend is read by
 //! the real Blender, and the node window says when Blender is missing.
-//! Snapshots render on Mesa's software Vulkan (`mesa-vulkan-drivers`); no
-//! test here starts discovery or listens beyond loopback.
+//! Snapshots render on Mesa's software Vulkan (`mesa-vulkan-drivers`); the
+//! one test that runs discovery keeps it on loopback
+//! (`herd::lan::force_loopback_only`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,6 +46,7 @@ fn node(id: u32, name: &str, local: bool, status: NodeStatus) -> NodeView {
         local,
         enabled: true,
         error: None,
+        last_seen_secs: None,
     }
 }
 
@@ -220,10 +224,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn demo_blend() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/demo.blend")
-}
-
 /// Steps the window until `done` holds, sleeping between steps so the
 /// background gets on; panics after `timeout`.
 fn step_until<S>(harness: &mut Harness<'_, S>, timeout: Duration, done: impl Fn(&S) -> bool) {
@@ -252,7 +252,7 @@ fn dropping_the_demo_blend_reads_it_with_blender_and_shows_the_job_panel() {
     harness
         .input_mut()
         .dropped_files
-        .push(dropped(&demo_blend()));
+        .push(dropped(&common::demo_blend()));
     harness.step();
     assert!(
         harness.state().inspecting.is_some(),
@@ -335,7 +335,7 @@ fn a_job_started_from_the_window_renders_on_the_local_node() {
     };
     let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
     let mut app = ControllerApp::new(link);
-    app.open(demo_blend());
+    app.open(common::demo_blend());
     let mut harness = controller_harness(app);
     step_until(&mut harness, Duration::from_secs(120), |app| {
         app.inspecting.is_none()
@@ -474,4 +474,94 @@ fn type_into(harness: &mut Harness<'static, ControllerApp>, text: &str) {
         .get_by_role_and_label(egui::accesskit::Role::TextInput, "Add a server")
         .type_text(text);
     harness.run();
+}
+
+/// A UDP port nobody listens on now.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn servers_on_the_lan_show_up_before_a_job_and_one_left_out_gets_frames_only_when_ticked() {
+    // Probes and beacons of this process stay on loopback.
+    herd::lan::force_loopback_only();
+    let runtime = runtime();
+    let discovery_port = free_udp_port();
+    let announce = format!("127.0.0.1:{discovery_port}");
+    let node = common::NodeProcess::start(&["--name", "lan-node", "--announce-to", &announce]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = BridgeConfig {
+        blender: Some(common::blender()),
+        local: false,
+        discovery_port: Some(discovery_port),
+        ..BridgeConfig::default()
+    };
+    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
+    let mut harness = controller_harness(ControllerApp::new(link));
+
+    // No job yet: the node is heard by its beacon and shown with its state.
+    step_until(&mut harness, Duration::from_secs(30), |app| {
+        app.state
+            .servers
+            .iter()
+            .any(|row| row.name == "lan-node" && row.status == NodeStatus::Idle)
+    });
+    assert!(!harness.state().job_running());
+    assert_eq!(harness.state().state.servers[0].uri, node.url);
+    harness.get_by_label("lan-node");
+    harness.get_by_label("idle");
+    harness.get_by_label("now");
+
+    // Unticked before the job: it joins the job but gets no frame.
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::CheckBox, "Use lan-node")
+        .click();
+    harness.run_steps(2);
+    assert!(harness.state().left_out.contains(&node.url));
+    harness.state_mut().open(common::demo_blend());
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        app.inspecting.is_none()
+    });
+    {
+        let (_, form) = harness.state_mut().scene.as_mut().unwrap();
+        form.frames = "1".into();
+        form.resolution_percent = 25;
+        form.output_dir = out_dir.path().display().to_string();
+    }
+    harness.run_steps(2);
+    harness.get_by_label("Start").click();
+    step_until(&mut harness, Duration::from_secs(30), |app| {
+        app.state.nodes.values().any(|row| !row.enabled)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    harness.run_steps(2);
+    assert_eq!(
+        harness.state().state.frame_counts()[4],
+        0,
+        "no frame went to a node left out"
+    );
+
+    // Ticked: it is sent the file and renders the frame.
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::CheckBox, "Use lan-node")
+        .click();
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        !app.job_running()
+    });
+    let summary = harness.state().state.summary.clone().unwrap();
+    assert_eq!(summary.outcome, herd::controller::engine::Outcome::Complete);
+    assert!(out_dir.path().join("demo_0001.png").is_file());
+    assert!(!harness.state().left_out.contains(&node.url));
+
+    // After the job the table shows the LAN again.
+    step_until(&mut harness, Duration::from_secs(30), |app| {
+        !app.state.servers.is_empty()
+    });
+    shutdown.cancel();
+    runtime.block_on(task).unwrap();
 }

@@ -85,6 +85,9 @@ pub struct EngineConfig {
     pub watch_wait: Duration,
     /// How long a node may fail to answer before its frames go elsewhere.
     pub loss_timeout: Duration,
+    /// Addresses of nodes left out of the job from its start: they show up
+    /// but get nothing until [`EngineCommand::SetNodeEnabled`] puts them in.
+    pub left_out: BTreeSet<String>,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +100,7 @@ impl Default for EngineConfig {
             scheduler: SchedulerConfig::default(),
             watch_wait: Duration::from_millis(500),
             loss_timeout: Duration::from_millis(2000),
+            left_out: BTreeSet::new(),
         }
     }
 }
@@ -144,6 +148,9 @@ pub struct NodeView {
     pub enabled: bool,
     /// The last problem with it.
     pub error: Option<String>,
+    /// Seconds since it last answered, when known (a node in a job that
+    /// stops answering turns [`NodeStatus::Lost`]).
+    pub last_seen_secs: Option<f64>,
 }
 
 /// A node's state in a job.
@@ -166,6 +173,17 @@ pub enum NodeStatus {
     Refused,
     /// Failed too many frames of this job.
     Blocklisted,
+}
+
+impl From<NodeState> for NodeStatus {
+    fn from(state: NodeState) -> Self {
+        match state {
+            NodeState::Idle => Self::Idle,
+            NodeState::Loading => Self::Loading,
+            NodeState::Rendering => Self::Rendering,
+            NodeState::Paused => Self::Paused,
+        }
+    }
 }
 
 /// A frame as the engine shows it.
@@ -728,8 +746,9 @@ impl Job {
             frames_done: 0,
             secs_per_frame: None,
             local: confirmed.local,
-            enabled: true,
+            enabled: !self.config.left_out.contains(&confirmed.uri),
             error: refusal.clone(),
+            last_seen_secs: None,
         };
         self.by_uuid.insert(info.id.clone(), id);
         self.nodes.insert(
@@ -742,6 +761,7 @@ impl Job {
                 paused: false,
             },
         );
+        let enabled = view.enabled;
         self.emit.send(EngineEvent::Node(view)).await;
         match refusal {
             Some(reason) => {
@@ -752,6 +772,14 @@ impl Job {
                     ))
                     .await;
                 self.check_nodes_left();
+            }
+            None if !enabled => {
+                self.emit
+                    .log(format!(
+                        "node {} at {} is left out of this job",
+                        info.name, confirmed.uri
+                    ))
+                    .await;
             }
             None => {
                 self.emit
@@ -925,12 +953,7 @@ impl Job {
             entry.view.status,
             NodeStatus::Uploading | NodeStatus::Lost | NodeStatus::Refused
         ) {
-            entry.view.status = match state {
-                NodeState::Idle => NodeStatus::Idle,
-                NodeState::Loading => NodeStatus::Loading,
-                NodeState::Rendering => NodeStatus::Rendering,
-                NodeState::Paused => NodeStatus::Paused,
-            };
+            entry.view.status = NodeStatus::from(state);
         }
         if paused != entry.paused {
             entry.paused = paused;
@@ -958,8 +981,17 @@ impl Job {
                 self.confirm(uri.trim_end_matches('/').to_string(), false)
             }
             EngineCommand::SetNodeEnabled { node, enabled } => {
-                if let Some(entry) = self.nodes.get_mut(&node) {
-                    entry.view.enabled = enabled;
+                let Some(entry) = self.nodes.get_mut(&node) else {
+                    return;
+                };
+                entry.view.enabled = enabled;
+                // A node left out from the start was never sent the file.
+                let never_connected = entry.task.is_none()
+                    && entry.sender.is_none()
+                    && entry.view.status != NodeStatus::Refused;
+                if enabled && never_connected {
+                    let uri = entry.view.uri.clone();
+                    self.connect(node, uri).await;
                 }
                 self.handle(Event::NodeEnabled { node, enabled }).await;
             }

@@ -6,6 +6,7 @@
 //! - [`remote`]: one task per node (upload, render, poll, download).
 //! - [`discovery`]: probe, beacons, confirming nodes.
 //! - [`output`], [`journal`]: the output folder and the resume log.
+//! - [`watch`]: the servers on the LAN between jobs.
 //! - [`frames`]: frame lists like `1-24,30,40-50x2`.
 //! - [`inspect`]: reading a .blend (header version, scene settings).
 
@@ -17,3 +18,4 @@ pub mod journal;
 pub mod output;
 pub mod remote;
 pub mod scheduler;
+pub mod watch;

@@ -5,6 +5,7 @@
 //! dialogs, starts the engine and forwards its events, decodes previews of
 //! finished frames, and keeps the controller's own node warm between jobs.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blender::{self, BlenderConfig};
 use crate::controller::engine::{
-    self, EngineCommand, EngineConfig, EngineEvent, JobSpec, LocalNode, NodeCheck,
+    self, EngineCommand, EngineConfig, EngineEvent, JobSpec, LocalNode, NodeCheck, NodeView,
 };
 use crate::controller::inspect::{self, SceneInfo};
 use crate::controller::scheduler::SchedulerConfig;
+use crate::controller::watch::{self, ServerTable, WatchCommand, WatchConfig};
 use crate::node::NodeConfig;
 
 use super::thumbnails;
@@ -47,6 +49,9 @@ pub enum BridgeCommand {
     Engine(EngineCommand),
     /// Use this node (`http://HOST:PORT`) in the running job and the next.
     AddNode(String),
+    /// The addresses of the servers the user unticked, for the next jobs
+    /// (the running job is told by [`EngineCommand::SetNodeEnabled`]).
+    LeaveOut(BTreeSet<String>),
     /// Show a folder in the desktop's file manager.
     OpenFolder(PathBuf),
     /// Decode a finished frame's image into a preview.
@@ -74,6 +79,9 @@ pub enum BridgeEvent {
     PickedOutputDir(PathBuf),
     /// The running job reported.
     Engine(EngineEvent),
+    /// The servers on the LAN, between jobs (during a job the engine's
+    /// [`EngineEvent::Node`] tell).
+    Servers(Vec<NodeView>),
     /// The running job ended; an error says why it could not run.
     JobEnded(Result<(), String>),
     /// A finished frame's preview, or why there is none.
@@ -190,6 +198,82 @@ impl Out {
     }
 }
 
+/// The standing watch of the servers between jobs.
+struct Watch {
+    stop: CancellationToken,
+    commands: mpsc::Sender<WatchCommand>,
+    task: JoinHandle<ServerTable>,
+}
+
+impl Watch {
+    /// Starts watching with what was known before.
+    fn start(
+        config: &BridgeConfig,
+        table: ServerTable,
+        local: Option<&LocalNode>,
+        left_out: &BTreeSet<String>,
+        out: &Out,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let (commands, commands_rx) = mpsc::channel(64);
+        let (rows_tx, mut rows_rx) = mpsc::channel(4);
+        let (errors_tx, mut errors_rx) = mpsc::channel(4);
+        for uri in &config.nodes {
+            let _ = commands.try_send(WatchCommand::Add {
+                uri: uri.clone(),
+                local: false,
+            });
+        }
+        if let Some(local) = local {
+            let _ = commands.try_send(WatchCommand::Add {
+                uri: local.uri().to_string(),
+                local: true,
+            });
+        }
+        let watch_config = WatchConfig {
+            discovery_port: config.discovery_port,
+            token: config.token.clone(),
+        };
+        let task = tokio::spawn(watch::run(
+            watch_config,
+            table,
+            left_out.clone(),
+            commands_rx,
+            rows_tx,
+            errors_tx,
+            stop.clone(),
+        ));
+        let out = out.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(rows) = rows_rx.recv() => out.send(BridgeEvent::Servers(rows)).await,
+                    Some(error) = errors_rx.recv() => out.send(BridgeEvent::Message(error)).await,
+                    else => break,
+                }
+            }
+        });
+        Self {
+            stop,
+            commands,
+            task,
+        }
+    }
+
+    /// Tells the watch something; a busy watch misses nothing important
+    /// (servers come back by beacon, the set is sent again on change).
+    fn tell(&self, command: WatchCommand) {
+        let _ = self.commands.try_send(command);
+    }
+
+    /// Stops watching (freeing the discovery port for a job) and returns
+    /// what it knew.
+    async fn stop(self) -> ServerTable {
+        self.stop.cancel();
+        self.task.await.unwrap_or_default()
+    }
+}
+
 async fn run(
     mut config: BridgeConfig,
     mut commands: mpsc::Receiver<BridgeCommand>,
@@ -201,19 +285,45 @@ async fn run(
         out.send(BridgeEvent::Message(err.clone())).await;
     }
     // The local node starts at once so its Blender is warm by the first job.
-    let mut local_start = match (&blender, config.local) {
-        (Ok(path), true) => Some(tokio::spawn(start_local(
-            config.clone(),
-            path.clone(),
-            out.clone(),
-        ))),
-        _ => None,
-    };
+    let (local_tx, mut local_rx) = mpsc::channel(1);
+    let mut local_pending = false;
+    if let (Ok(path), true) = (&blender, config.local) {
+        local_pending = true;
+        let (config, path, out) = (config.clone(), path.clone(), out.clone());
+        tokio::spawn(async move {
+            let _ = local_tx.send(start_local(config, path, out).await).await;
+        });
+    }
     let mut local: Option<Arc<LocalNode>> = None;
+    let mut left_out = BTreeSet::new();
+    let mut watch = Some(Watch::start(
+        &config,
+        ServerTable::default(),
+        None,
+        &left_out,
+        &out,
+    ));
+    let mut table = ServerTable::default();
     let mut job: Option<mpsc::Sender<EngineCommand>> = None;
+    let (ended_tx, mut ended_rx) = mpsc::channel::<()>(1);
     loop {
         let command = tokio::select! {
             () = shutdown.cancelled() => break,
+            Some(started) = local_rx.recv(), if local_pending => {
+                local_pending = false;
+                local = started;
+                if let (Some(watch), Some(local)) = (&watch, &local) {
+                    watch.tell(WatchCommand::Add { uri: local.uri().to_string(), local: true });
+                }
+                continue;
+            }
+            Some(()) = ended_rx.recv() => {
+                if watch.is_none() {
+                    let known = std::mem::take(&mut table);
+                    watch = Some(Watch::start(&config, known, local.as_deref(), &left_out, &out));
+                }
+                continue;
+            }
             command = commands.recv() => match command {
                 Some(command) => command,
                 None => break,
@@ -268,10 +378,31 @@ async fn run(
                     .await;
                     continue;
                 }
-                if let Some(start) = local_start.take() {
-                    local = start.await.ok().flatten();
+                if local_pending {
+                    local_pending = false;
+                    local = local_rx.recv().await.flatten();
                 }
-                job = Some(start_job(spec, &config, local.clone(), out.clone()));
+                if let Some(watch) = watch.take() {
+                    table = watch.stop().await;
+                }
+                let engine_config = EngineConfig {
+                    nodes: config.nodes.clone(),
+                    discovery_port: config.discovery_port,
+                    local: local.clone(),
+                    token: config.token.clone(),
+                    scheduler: SchedulerConfig {
+                        max_attempts: config.retries.max(1),
+                        ..SchedulerConfig::default()
+                    },
+                    left_out: left_out.clone(),
+                    ..EngineConfig::default()
+                };
+                job = Some(start_job(
+                    spec,
+                    engine_config,
+                    out.clone(),
+                    ended_tx.clone(),
+                ));
             }
             BridgeCommand::Thumbnail { frame, path } => {
                 let out = out.clone();
@@ -291,9 +422,21 @@ async fn run(
                 if !config.nodes.contains(&uri) {
                     config.nodes.push(uri.clone());
                 }
+                if let Some(watch) = &watch {
+                    watch.tell(WatchCommand::Add {
+                        uri: uri.clone(),
+                        local: false,
+                    });
+                }
                 if let Some(job) = &job {
                     let _ = job.send(EngineCommand::AddNode(uri)).await;
                 }
+            }
+            BridgeCommand::LeaveOut(set) => {
+                if let Some(watch) = &watch {
+                    watch.tell(WatchCommand::LeftOut(set.clone()));
+                }
+                left_out = set;
             }
             BridgeCommand::OpenFolder(path) => {
                 let opener = if cfg!(target_os = "macos") {
@@ -322,8 +465,11 @@ async fn run(
     if let Some(job) = job {
         let _ = job.send(EngineCommand::Cancel).await;
     }
-    if let Some(start) = local_start.take() {
-        local = start.await.ok().flatten();
+    if let Some(watch) = watch {
+        watch.stop().await;
+    }
+    if local_pending {
+        local = local_rx.recv().await.flatten();
     }
     if let Some(local) = local {
         local.stop().await;
@@ -331,25 +477,14 @@ async fn run(
 }
 
 /// Starts the engine on `spec` and forwards its events; returns where its
-/// commands go.
+/// commands go. `ended` is told when the job is over.
 fn start_job(
     mut spec: JobSpec,
-    config: &BridgeConfig,
-    local: Option<Arc<LocalNode>>,
+    engine_config: EngineConfig,
     out: Out,
+    ended: mpsc::Sender<()>,
 ) -> mpsc::Sender<EngineCommand> {
     spec.node_check = node_check(&spec.blend);
-    let engine_config = EngineConfig {
-        nodes: config.nodes.clone(),
-        discovery_port: config.discovery_port,
-        local,
-        token: config.token.clone(),
-        scheduler: SchedulerConfig {
-            max_attempts: config.retries.max(1),
-            ..SchedulerConfig::default()
-        },
-        ..EngineConfig::default()
-    };
     let engine::EngineHandle {
         commands,
         mut events,
@@ -365,6 +500,7 @@ fn start_job(
             Err(err) => Err(format!("the job engine crashed: {err}")),
         };
         out.send(BridgeEvent::JobEnded(result)).await;
+        let _ = ended.send(()).await;
     });
     commands
 }

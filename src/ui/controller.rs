@@ -3,6 +3,7 @@
 //! never awaited) and sends [`BridgeCommand`]s; what a job looks like lives
 //! in [`ControllerState`].
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use egui::{Color32, Pos2, Rect, Sense, Vec2};
@@ -13,7 +14,7 @@ use super::job_form::{FORMATS, JobForm, is_blend, scene_frames};
 use super::palette;
 use super::state::ControllerState;
 use super::thumbnails::Thumbnails;
-use crate::controller::engine::{EngineCommand, EngineEvent, Outcome};
+use crate::controller::engine::{EngineCommand, EngineEvent, NodeStatus, NodeView, Outcome};
 use crate::controller::inspect::SceneInfo;
 use crate::controller::output::OutputDir;
 use crate::controller::scheduler::{FrameIndex, FrameState};
@@ -100,6 +101,8 @@ pub struct ControllerApp {
     start_when_read: bool,
     /// The address typed into "Add a server".
     new_node: String,
+    /// Addresses of the servers the user unticked.
+    pub left_out: BTreeSet<String>,
 }
 
 impl ControllerApp {
@@ -118,6 +121,7 @@ impl ControllerApp {
             job_files: None,
             start_when_read: false,
             new_node: String::new(),
+            left_out: BTreeSet::new(),
         }
     }
 
@@ -242,6 +246,11 @@ impl ControllerApp {
                     self.thumbnails.want(view.frame);
                 }
                 self.state.apply(event);
+            }
+            BridgeEvent::Servers(rows) => {
+                if !self.job_running() {
+                    self.state.servers = rows;
+                }
             }
             BridgeEvent::Thumbnail { frame, image } => match image {
                 Ok(image) => self.thumbnails.insert(ctx, frame, image),
@@ -580,13 +589,9 @@ impl ControllerApp {
     fn servers_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Servers");
         self.add_node_ui(ui);
-        let nodes: Vec<_> = self.state.nodes_sorted().into_iter().cloned().collect();
+        let nodes: Vec<_> = self.state.table_rows().into_iter().cloned().collect();
         if nodes.is_empty() {
-            ui.weak(if self.job_running() {
-                "Looking for servers…"
-            } else {
-                "Servers show up here when a job starts."
-            });
+            ui.weak("Looking for servers… (nodes on this network show up by themselves)");
             return;
         }
         let mut toggled = Vec::new();
@@ -605,10 +610,19 @@ impl ControllerApp {
             .column(Column::remainder().at_least(120.0))
             .column(Column::auto())
             .column(Column::auto())
+            .column(Column::auto())
             .header(20.0, |mut header| {
                 for title in [
-                    "Use", "Name", "Address", "Status", "Blender", "Cores", "Frame", "Done",
+                    "Use",
+                    "Name",
+                    "Address",
+                    "Status",
+                    "Blender",
+                    "Cores",
+                    "Frame",
+                    "Done",
                     "s/frame",
+                    "Last seen",
                 ] {
                     header.col(|ui| {
                         ui.strong(title);
@@ -624,10 +638,11 @@ impl ControllerApp {
                         let mut enabled = node.enabled;
                         if ui
                             .checkbox(&mut enabled, "")
+                            .accessible_name(format!("Use {}", node.name))
                             .on_hover_text("Use this server in the job")
                             .changed()
                         {
-                            toggled.push((node.id, enabled));
+                            toggled.push((node.id, node.uri.clone(), enabled));
                         }
                     });
                     row.col(|ui| {
@@ -671,13 +686,26 @@ impl ControllerApp {
                                 .map_or_else(|| "–".to_string(), |secs| format!("{secs:.1}")),
                         );
                     });
+                    row.col(|ui| {
+                        ui.label(last_seen(node));
+                    });
                 });
             });
-        for (node, enabled) in toggled {
-            self.send(BridgeCommand::Engine(EngineCommand::SetNodeEnabled {
-                node,
-                enabled,
-            }));
+        for (node, uri, enabled) in toggled {
+            if enabled {
+                self.left_out.remove(&uri);
+            } else {
+                self.left_out.insert(uri);
+            }
+            if self.job_running() {
+                self.send(BridgeCommand::Engine(EngineCommand::SetNodeEnabled {
+                    node,
+                    enabled,
+                }));
+            } else if let Some(row) = self.state.servers.iter_mut().find(|row| row.id == node) {
+                row.enabled = enabled;
+            }
+            self.send(BridgeCommand::LeaveOut(self.left_out.clone()));
         }
     }
 
@@ -751,6 +779,18 @@ impl ControllerApp {
 impl eframe::App for ControllerApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.window_ui(ui);
+    }
+}
+
+/// When a server last answered, as the table says it.
+fn last_seen(node: &NodeView) -> String {
+    match node.last_seen_secs {
+        Some(secs) if secs >= 3600.0 => format!("{:.0} h ago", (secs / 3600.0).floor()),
+        Some(secs) if secs >= 60.0 => format!("{:.0} min ago", (secs / 60.0).floor()),
+        Some(secs) if secs >= 3.0 => format!("{secs:.0} s ago"),
+        Some(_) => "now".into(),
+        None if node.status == NodeStatus::Lost => "–".into(),
+        None => "now".into(),
     }
 }
 

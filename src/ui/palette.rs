@@ -59,12 +59,7 @@ pub fn node_color(status: NodeStatus) -> Color32 {
 
 /// The colour of a node's own state (the node window).
 pub fn node_state_color(state: NodeState) -> Color32 {
-    node_color(match state {
-        NodeState::Idle => NodeStatus::Idle,
-        NodeState::Loading => NodeStatus::Loading,
-        NodeState::Rendering => NodeStatus::Rendering,
-        NodeState::Paused => NodeStatus::Paused,
-    })
+    node_color(NodeStatus::from(state))
 }
 
 /// A node status's name as the table shows it.

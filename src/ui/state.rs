@@ -19,6 +19,8 @@ pub const LOG_LINES: usize = 1000;
 pub struct ControllerState {
     /// Nodes by the engine's id; the local node is one of them.
     pub nodes: BTreeMap<NodeId, NodeView>,
+    /// The servers on the LAN as seen between jobs, in the table's order.
+    pub servers: Vec<NodeView>,
     /// One entry per frame of the job, by index in the job.
     pub frames: Vec<FrameView>,
     /// Overall progress, once the engine sent it.
@@ -105,7 +107,18 @@ impl ControllerState {
         self.log.push_back(message);
     }
 
-    /// The nodes in the table's order: the local node first, then by name.
+    /// The servers table's rows: the job's nodes while it runs (and after,
+    /// until the servers are heard again), else the servers on the LAN.
+    pub fn table_rows(&self) -> Vec<&NodeView> {
+        if self.running || self.servers.is_empty() {
+            self.nodes_sorted()
+        } else {
+            self.servers.iter().collect()
+        }
+    }
+
+    /// The job's nodes in the table's order: the local node first, then by
+    /// name.
     pub fn nodes_sorted(&self) -> Vec<&NodeView> {
         let mut nodes: Vec<&NodeView> = self.nodes.values().collect();
         nodes.sort_by(|a, b| b.local.cmp(&a.local).then_with(|| a.name.cmp(&b.name)));
@@ -187,6 +200,7 @@ mod tests {
             local,
             enabled: true,
             error: None,
+            last_seen_secs: None,
         }
     }
 
