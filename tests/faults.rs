@@ -7,51 +7,26 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{NodeProcess, demo_blend};
+use common::NodeProcess;
 use serde_json::Value;
-
-const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
 fn render(
     out: &Path,
     work: &Path,
     nodes: &[&str],
     frames: &str,
-    mut on_event: impl FnMut(&Value),
+    on_event: impl FnMut(&Value),
 ) -> (bool, Vec<Value>) {
-    let mut command = Command::new(HERD);
-    command
-        .arg("render")
-        .arg(demo_blend())
-        .args([
-            "--frames",
-            frames,
-            "--no-local",
-            "--no-discovery",
-            "--json",
-            "--out",
-        ])
-        .arg(out)
-        .arg("--work-dir")
-        .arg(work)
-        .env("HERD_LOOPBACK_ONLY", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for node in nodes {
-        command.args(["--node", node]);
-    }
-    let mut child = command.spawn().unwrap();
-    let mut events = Vec::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
-        on_event(&event);
-        events.push(event);
-    }
-    (child.wait().unwrap().success(), events)
+    common::render(
+        out,
+        work,
+        nodes,
+        &["--frames", frames, "--no-local"],
+        on_event,
+    )
 }
 
 fn pngs(out: &Path) -> usize {
@@ -86,17 +61,8 @@ fn a_node_restarted_mid_job_has_its_frames_rendered_again() {
     assert!(restarted.is_some());
     assert!(success, "{events:?}");
     assert_eq!(pngs(out.path()), 8);
-    let noticed = events.iter().any(|event| {
-        event["event"] == "log"
-            && event["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("no longer has this frame")
-            || event["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("node lost")
-    });
+    let noticed = common::log_lines(&events)
+        .any(|line| line.contains("no longer has this frame") || line.contains("node lost"));
     assert!(noticed, "the restart was noticed: {events:?}");
 }
 
@@ -145,19 +111,9 @@ fn a_node_with_a_full_disk_is_left_out_and_the_others_render_needs_root() {
     );
     assert!(success, "{events:?}");
     assert_eq!(pngs(out.path()), 4);
-    let reported = events.iter().any(|event| {
-        event["event"] == "log"
-            && event["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("disk is full")
-    });
+    let reported = common::log_lines(&events).any(|line| line.contains("disk is full"));
     assert!(reported, "the full disk was reported: {events:?}");
-    let summary = events
-        .iter()
-        .find(|event| event["event"] == "finished")
-        .unwrap();
-    for node in summary["nodes"].as_array().unwrap() {
+    for node in common::finished(&events)["nodes"].as_array().unwrap() {
         if node["name"] == "full" {
             assert_eq!(node["frames"], 0);
         }

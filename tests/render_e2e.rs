@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{NodeProcess, demo_blend, demo_variant};
+use common::{NodeProcess, demo_blend, demo_variant, finished};
 use serde_json::Value;
 
 const HERD: &str = env!("CARGO_BIN_EXE_herd");
@@ -57,13 +57,6 @@ fn events(child: &mut Child, mut on_event: impl FnMut(&Value)) -> Vec<Value> {
         all.push(event);
     }
     all
-}
-
-fn finished(events: &[Value]) -> &Value {
-    events
-        .iter()
-        .find(|event| event["event"] == "finished")
-        .expect("a finished event")
 }
 
 /// Every frame in `out` decodes at 320x180; returns how many there are.

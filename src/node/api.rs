@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,11 @@ use crate::wire::{
 
 /// Largest JSON body the API reads.
 const JSON_LIMIT_BYTES: usize = 64 * 1024;
+
+/// Longest a client may take to send a JSON body. A render request is a few
+/// hundred bytes, sent at once; a client trickling one must not keep a
+/// request (and its connection) open for long.
+pub const JSON_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An API error: a status code and a message for the JSON body.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +47,9 @@ pub enum ApiError {
     /// 404: no such thing.
     #[error("{0}")]
     NotFound(String),
+    /// 408: the client took too long to send the request.
+    #[error("{0}")]
+    Timeout(String),
     /// 409: the thing exists but is not in a state for this.
     #[error("{0}")]
     Conflict(String),
@@ -63,6 +71,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,9 +112,9 @@ impl From<BlobError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The node's routes, guarded. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()` so the guard sees
-/// the client's address.
+/// The node's routes, guarded. The guard reads the client's address from
+/// the request's `ConnectInfo<SocketAddr>` ([`super::http::serve`] puts it
+/// there); a request without one is refused.
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/api/v1/node", get(node_info))
@@ -213,8 +222,17 @@ async fn put_blob(
 
 async fn create_render(
     State(node): State<Arc<Node>>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> ApiResult<(StatusCode, Json<RenderCreated>)> {
+    // Read whole before anything is queued: a slow body holds no render.
+    let body = tokio::time::timeout(JSON_BODY_TIMEOUT, Bytes::from_request(request, &()))
+        .await
+        .map_err(|_| {
+            ApiError::Timeout(format!(
+                "the render request's body took longer than {} s to arrive: send it at once",
+                JSON_BODY_TIMEOUT.as_secs()
+            ))
+        })?;
     let body = body.map_err(|err| match err.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
             "render request larger than {JSON_LIMIT_BYTES} bytes: send only blob, frame and overrides"

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod beacon;
 pub mod blobs;
+pub mod http;
 pub mod launch;
 pub mod renderer;
 mod renders;
@@ -252,16 +253,16 @@ pub async fn serve(
         shutdown.await;
         stop.cancel();
     });
-    let app = api::router(Arc::clone(&node))
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let stop = node.shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
+    http::serve(
+        listener,
+        api::router(Arc::clone(&node)),
+        node.shutdown.clone(),
+    )
+    .await;
     node.shutdown.cancel();
     let _ = renderer.await;
     if let Some(beacon) = beacon {
         let _ = beacon.await;
     }
-    served
+    Ok(())
 }

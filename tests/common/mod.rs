@@ -101,6 +101,11 @@ impl NodeProcess {
         }
     }
 
+    /// `127.0.0.1:PORT`, for raw TCP clients.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+
     pub fn api(&self, path: &str) -> String {
         format!("{}/api/v1/{path}", self.url)
     }
@@ -228,6 +233,60 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs `herd render --json --no-discovery` of the demo scene on loopback
+/// with the given nodes and arguments, handing each event to `on_event`;
+/// returns whether it exited 0, and the events.
+pub fn render(
+    out: &Path,
+    work: &Path,
+    nodes: &[&str],
+    args: &[&str],
+    mut on_event: impl FnMut(&Value),
+) -> (bool, Vec<Value>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
+    command
+        .arg("render")
+        .arg(demo_blend())
+        .args(["--no-discovery", "--json", "--out"])
+        .arg(out)
+        .arg("--work-dir")
+        .arg(work)
+        .args(args)
+        .env("HERD_LOOPBACK_ONLY", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for node in nodes {
+        command.args(["--node", node]);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut events = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let event: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|err| panic!("not a JSON event: {line:?}: {err}"));
+        on_event(&event);
+        events.push(event);
+    }
+    (child.wait().unwrap().success(), events)
+}
+
+/// Log messages of a job's events.
+pub fn log_lines(events: &[Value]) -> impl Iterator<Item = &str> {
+    events
+        .iter()
+        .filter(|event| event["event"] == "log")
+        .filter_map(|event| event["message"].as_str())
+}
+
+/// The job's `finished` event.
+pub fn finished(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .find(|event| event["event"] == "finished")
+        .expect("a finished event")
 }
 
 /// Saves a copy of the demo scene changed by a line of Blender Python
