@@ -375,6 +375,51 @@ fn a_job_started_from_the_window_renders_on_the_local_node() {
     harness.get_by_label("frame 1");
     harness.get_by_label("frame 2");
 
+    // A preview opens its frame whole, at the file's own size.
+    let (width, height) = image::image_dimensions(out_dir.path().join("demo_0001.png")).unwrap();
+    // Tall enough to show the grid and the previews without scrolling.
+    harness.set_size(egui::vec2(800.0, 1000.0));
+    harness.run_steps(2);
+    harness.get_by_label("Open frame 1").click();
+    step_until(&mut harness, Duration::from_secs(30), |app| {
+        app.viewer
+            .as_ref()
+            .is_some_and(|viewer| viewer.image.is_some())
+    });
+    let viewer = harness.state().viewer.as_ref().unwrap();
+    assert_eq!(viewer.frame, 1);
+    let texture = viewer.image.as_ref().unwrap().as_ref().unwrap();
+    assert_eq!(texture.size(), [width as usize, height as usize]);
+    harness.get_by_label("Frame 1");
+    harness.get_by_label("Open in image viewer");
+    harness.key_press(egui::Key::Escape);
+    harness.run_steps(2);
+    assert!(harness.state().viewer.is_none(), "Escape closes it");
+
+    // So does a click on a done cell of the grid.
+    let cell = harness.state().grid.unwrap().cell(1).center();
+    harness
+        .input_mut()
+        .events
+        .push(egui::Event::PointerMoved(cell));
+    harness.run_steps(1);
+    for pressed in [true, false] {
+        harness.input_mut().events.push(egui::Event::PointerButton {
+            pos: cell,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        });
+        harness.step();
+    }
+    step_until(&mut harness, Duration::from_secs(30), |app| {
+        app.viewer
+            .as_ref()
+            .is_some_and(|viewer| viewer.image.is_some())
+    });
+    assert_eq!(harness.state().viewer.as_ref().unwrap().frame, 2);
+    harness.get_by_label("Frame 2");
+
     shutdown.cancel();
     runtime.block_on(task).unwrap();
 }

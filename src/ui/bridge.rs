@@ -52,14 +52,17 @@ pub enum BridgeCommand {
     /// The addresses of the servers the user unticked, for the next jobs
     /// (the running job is told by [`EngineCommand::SetNodeEnabled`]).
     LeaveOut(BTreeSet<String>),
-    /// Show a folder in the desktop's file manager.
-    OpenFolder(PathBuf),
-    /// Decode a finished frame's image into a preview.
-    Thumbnail {
+    /// Show a folder in the desktop's file manager, or a file in its
+    /// viewer.
+    OpenPath(PathBuf),
+    /// Decode a finished frame's image for the window.
+    Decode {
         /// Frame number.
         frame: i32,
         /// Its file in the output folder.
         path: PathBuf,
+        /// What it is for.
+        size: ImageSize,
     },
 }
 
@@ -84,15 +87,36 @@ pub enum BridgeEvent {
     Servers(Vec<NodeView>),
     /// The running job ended; an error says why it could not run.
     JobEnded(Result<(), String>),
-    /// A finished frame's preview, or why there is none.
-    Thumbnail {
+    /// A finished frame's image, or why there is none.
+    Decoded {
         /// Frame number.
         frame: i32,
-        /// The shrunk image.
+        /// What it was asked for.
+        size: ImageSize,
+        /// The image, shrunk to fit `size`.
         image: Result<egui::ColorImage, String>,
     },
     /// Something the user should know that belongs to no job.
     Message(String),
+}
+
+/// What a frame's image is decoded for, and so how big it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSize {
+    /// A preview in the row of latest frames.
+    Preview,
+    /// The frame on its own, as big as a screen shows it.
+    Full,
+}
+
+impl ImageSize {
+    /// Longest side, in pixels.
+    pub fn max_side_px(self) -> u32 {
+        match self {
+            Self::Preview => thumbnails::THUMBNAIL_PIXELS,
+            Self::Full => thumbnails::FULL_VIEW_PIXELS,
+        }
+    }
 }
 
 /// The window's ends of the bridge's channels.
@@ -404,13 +428,15 @@ async fn run(
                     ended_tx.clone(),
                 ));
             }
-            BridgeCommand::Thumbnail { frame, path } => {
+            BridgeCommand::Decode { frame, path, size } => {
                 let out = out.clone();
                 tokio::spawn(async move {
-                    let image = tokio::task::spawn_blocking(move || thumbnails::decode(&path))
-                        .await
-                        .unwrap_or_else(|err| Err(format!("the image decoder crashed: {err}")));
-                    out.send(BridgeEvent::Thumbnail { frame, image }).await;
+                    let image = tokio::task::spawn_blocking(move || {
+                        thumbnails::decode(&path, size.max_side_px())
+                    })
+                    .await
+                    .unwrap_or_else(|err| Err(format!("the image decoder crashed: {err}")));
+                    out.send(BridgeEvent::Decoded { frame, size, image }).await;
                 });
             }
             BridgeCommand::Engine(command) => {
@@ -438,7 +464,7 @@ async fn run(
                 }
                 left_out = set;
             }
-            BridgeCommand::OpenFolder(path) => {
+            BridgeCommand::OpenPath(path) => {
                 let opener = if cfg!(target_os = "macos") {
                     "open"
                 } else if cfg!(windows) {
@@ -454,7 +480,7 @@ async fn run(
                     .spawn();
                 if let Err(err) = spawned {
                     out.send(BridgeEvent::Message(format!(
-                        "cannot open {}: {err} ({opener} is needed to show folders)",
+                        "cannot open {}: {err} ({opener} is needed to show files and folders)",
                         path.display()
                     )))
                     .await;

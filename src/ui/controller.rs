@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use egui::{Color32, Pos2, Rect, Sense, Vec2};
 use egui_extras::{Column, TableBuilder};
 
-use super::bridge::{BridgeCommand, BridgeEvent, BridgeLink};
+use super::bridge::{BridgeCommand, BridgeEvent, BridgeLink, ImageSize};
 use super::job_form::{FORMATS, JobForm, is_blend, scene_frames};
 use super::palette;
 use super::state::ControllerState;
@@ -75,6 +75,32 @@ impl GridLayout {
     }
 }
 
+/// A finished frame shown on its own, over the window.
+pub struct FrameViewer {
+    /// Frame number.
+    pub frame: i32,
+    /// Its file in the output folder.
+    pub path: PathBuf,
+    /// The image once decoded, or why it could not be.
+    pub image: Option<Result<egui::TextureHandle, String>>,
+}
+
+impl std::fmt::Debug for FrameViewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameViewer")
+            .field("frame", &self.frame)
+            .field("path", &self.path)
+            .field(
+                "image",
+                &self
+                    .image
+                    .as_ref()
+                    .map(|image| image.as_ref().map(egui::TextureHandle::size)),
+            )
+            .finish()
+    }
+}
+
 /// The controller window's state.
 #[derive(Debug)]
 pub struct ControllerApp {
@@ -94,6 +120,8 @@ pub struct ControllerApp {
     pub job_active: bool,
     /// Previews of the latest finished frames.
     pub thumbnails: Thumbnails,
+    /// The frame shown on its own, if one was clicked.
+    pub viewer: Option<FrameViewer>,
     /// The .blend and format of the job started from this window, to name
     /// its frame files.
     job_files: Option<(PathBuf, ImageFormat)>,
@@ -118,6 +146,7 @@ impl ControllerApp {
             grid: None,
             job_active: false,
             thumbnails: Thumbnails::default(),
+            viewer: None,
             job_files: None,
             start_when_read: false,
             new_node: String::new(),
@@ -196,21 +225,44 @@ impl ControllerApp {
         self.request_thumbnails();
     }
 
+    /// The file of `frame` in the job's output folder.
+    fn frame_path(&self, frame: i32) -> Option<PathBuf> {
+        let (Some((blend, format)), Some(dir)) = (&self.job_files, &self.state.output_dir) else {
+            return None;
+        };
+        Some(OutputDir::new(dir.clone(), blend, *format).frame_path(frame))
+    }
+
     /// Asks the background for the previews of newly finished frames. A
     /// full channel skips them: previews are a nicety, not worth an error.
     fn request_thumbnails(&mut self) {
-        let wanted = self.thumbnails.take_wanted();
-        let (Some((blend, format)), Some(dir)) = (&self.job_files, &self.state.output_dir) else {
+        for frame in self.thumbnails.take_wanted() {
+            let Some(path) = self.frame_path(frame) else {
+                return;
+            };
+            let _ = self.link.commands.try_send(BridgeCommand::Decode {
+                frame,
+                path,
+                size: ImageSize::Preview,
+            });
+        }
+    }
+
+    /// Shows finished `frame` on its own, decoded in the background.
+    pub fn view_frame(&mut self, frame: i32) {
+        let Some(path) = self.frame_path(frame) else {
             return;
         };
-        let output = OutputDir::new(dir.clone(), blend, *format);
-        for frame in wanted {
-            let path = output.frame_path(frame);
-            let _ = self
-                .link
-                .commands
-                .try_send(BridgeCommand::Thumbnail { frame, path });
-        }
+        self.viewer = Some(FrameViewer {
+            frame,
+            path: path.clone(),
+            image: None,
+        });
+        self.send(BridgeCommand::Decode {
+            frame,
+            path,
+            size: ImageSize::Full,
+        });
     }
 
     /// Takes in one event from the background.
@@ -252,12 +304,27 @@ impl ControllerApp {
                     self.state.servers = rows;
                 }
             }
-            BridgeEvent::Thumbnail { frame, image } => match image {
+            BridgeEvent::Decoded {
+                frame,
+                size: ImageSize::Preview,
+                image,
+            } => match image {
                 Ok(image) => self.thumbnails.insert(ctx, frame, image),
                 Err(err) => self
                     .state
                     .push_log(format!("no preview of frame {frame}: {err}")),
             },
+            BridgeEvent::Decoded {
+                frame,
+                size: ImageSize::Full,
+                image,
+            } => {
+                if let Some(viewer) = self.viewer.as_mut().filter(|v| v.frame == frame) {
+                    viewer.image = Some(image.map(|image| {
+                        ctx.load_texture("frame_full", image, egui::TextureOptions::LINEAR)
+                    }));
+                }
+            }
             BridgeEvent::JobEnded(result) => {
                 self.job_active = false;
                 self.state.running = false;
@@ -318,6 +385,7 @@ impl ControllerApp {
                     self.frames_ui(ui);
                 });
         });
+        self.viewer_ui(&ctx);
         drop_veil_ui(&ctx);
     }
 
@@ -330,7 +398,12 @@ impl ControllerApp {
             }
             ui.weak("or drop a .blend anywhere in this window");
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                let count = self.state.nodes.len();
+                let count = self
+                    .state
+                    .table_rows()
+                    .iter()
+                    .filter(|row| row.status != NodeStatus::Lost)
+                    .count();
                 ui.label(match count {
                     1 => "1 server".to_string(),
                     _ => format!("{count} servers"),
@@ -552,7 +625,7 @@ impl ControllerApp {
             ui.horizontal(|ui| {
                 ui.weak(format!("Output: {}", dir.display()));
                 if ui.small_button("Open output folder").clicked() {
-                    self.send(BridgeCommand::OpenFolder(dir));
+                    self.send(BridgeCommand::OpenPath(dir));
                 }
             });
         }
@@ -721,7 +794,7 @@ impl ControllerApp {
         let columns = (((width + CELL_GAP) / pitch).floor() as usize).max(1);
         let rows = self.state.frames.len().div_ceil(columns);
         let (rect, response) =
-            ui.allocate_exact_size(Vec2::new(width, rows as f32 * pitch), Sense::hover());
+            ui.allocate_exact_size(Vec2::new(width, rows as f32 * pitch), Sense::click());
         let layout = GridLayout {
             origin: rect.min,
             columns,
@@ -748,12 +821,72 @@ impl ControllerApp {
             && let Some(index) = layout.index_at(pos)
             && let Some(text) = self.state.frame_tooltip(index)
         {
+            if response.clicked() {
+                let done = self
+                    .state
+                    .frames
+                    .get(index)
+                    .filter(|frame| frame.state == FrameState::Done);
+                if let Some(frame) = done.map(|frame| frame.frame) {
+                    self.view_frame(frame);
+                }
+            }
             response.on_hover_text_at_pointer(text);
         }
         if !self.thumbnails.frames().is_empty() {
             ui.add_space(8.0);
             ui.strong("Latest frames");
-            self.thumbnails.ui(ui);
+            if let Some(frame) = self.thumbnails.ui(ui) {
+                self.view_frame(frame);
+            }
+        }
+    }
+
+    /// The clicked frame on its own, in a window of its own over the rest.
+    fn viewer_ui(&mut self, ctx: &egui::Context) {
+        let Some(viewer) = &self.viewer else {
+            return;
+        };
+        let mut open = !ctx.input(|i| i.key_pressed(egui::Key::Escape));
+        let mut open_file = None;
+        egui::Window::new(format!("Frame {}", viewer.frame))
+            .open(&mut open)
+            .collapsible(false)
+            .resizable(true)
+            .default_size([720.0, 460.0])
+            .show(ctx, |ui| {
+                ui.horizontal(|ui| {
+                    if ui.button("Open in image viewer").clicked() {
+                        open_file = Some(viewer.path.clone());
+                    }
+                    ui.weak(viewer.path.display().to_string());
+                });
+                match &viewer.image {
+                    None => {
+                        ui.horizontal(|ui| {
+                            ui.spinner();
+                            ui.label("Reading the image…");
+                        });
+                    }
+                    Some(Ok(texture)) => {
+                        ui.add(
+                            egui::Image::from_texture(egui::load::SizedTexture::from_handle(
+                                texture,
+                            ))
+                            .max_size(ui.available_size())
+                            .maintain_aspect_ratio(true),
+                        );
+                    }
+                    Some(Err(err)) => {
+                        ui.colored_label(palette::ERROR, err);
+                    }
+                }
+            });
+        if let Some(path) = open_file {
+            self.send(BridgeCommand::OpenPath(path));
+        }
+        if !open {
+            self.viewer = None;
         }
     }
 

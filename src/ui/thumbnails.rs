@@ -11,14 +11,22 @@ pub const THUMBNAILS: usize = 6;
 /// Longest side of a preview, in pixels.
 pub const THUMBNAIL_PIXELS: u32 = 200;
 
-/// Reads an image file and shrinks it to a preview: blocking, for a
-/// background thread.
-pub fn decode(path: &Path) -> Result<egui::ColorImage, String> {
+/// Longest side of a frame shown on its own, in pixels: bigger frames are
+/// shrunk to it (a screen shows no more, and memory stays bounded); the
+/// file itself opens in the desktop's viewer.
+pub const FULL_VIEW_PIXELS: u32 = 2048;
+
+/// Reads an image file, shrunk to fit `max_side_px` if it is bigger:
+/// blocking, for a background thread.
+pub fn decode(path: &Path, max_side_px: u32) -> Result<egui::ColorImage, String> {
     let image =
         image::open(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    let small = image
-        .thumbnail(THUMBNAIL_PIXELS, THUMBNAIL_PIXELS)
-        .to_rgba8();
+    let small = if image.width() > max_side_px || image.height() > max_side_px {
+        image.thumbnail(max_side_px, max_side_px)
+    } else {
+        image
+    }
+    .to_rgba8();
     let size = [small.width() as usize, small.height() as usize];
     Ok(egui::ColorImage::from_rgba_unmultiplied(
         size,
@@ -85,19 +93,32 @@ impl Thumbnails {
         self.shown.iter().map(|(frame, _)| *frame).collect()
     }
 
-    /// Draws the previews in a row, newest first.
-    pub fn ui(&self, ui: &mut egui::Ui) {
+    /// Draws the previews in a row, newest first; returns the frame whose
+    /// preview was clicked.
+    pub fn ui(&self, ui: &mut egui::Ui) -> Option<i32> {
+        let mut clicked = None;
         ui.horizontal_wrapped(|ui| {
             for (frame, texture) in self.shown.iter().rev() {
                 ui.vertical(|ui| {
-                    ui.add(
-                        egui::Image::from_texture(egui::load::SizedTexture::from_handle(texture))
-                            .max_height(90.0),
-                    );
+                    let image = ui
+                        .add(
+                            egui::Image::from_texture(egui::load::SizedTexture::from_handle(
+                                texture,
+                            ))
+                            .max_height(90.0)
+                            .sense(egui::Sense::click()),
+                        )
+                        .accessible_name(format!("Open frame {frame}"))
+                        .on_hover_text("Click to see it whole")
+                        .on_hover_cursor(egui::CursorIcon::PointingHand);
+                    if image.clicked() {
+                        clicked = Some(*frame);
+                    }
                     ui.weak(format!("frame {frame}"));
                 });
             }
         });
+        clicked
     }
 }
 
@@ -137,9 +158,11 @@ mod tests {
         image::RgbaImage::from_pixel(800, 400, image::Rgba([10, 200, 30, 255]))
             .save(&path)
             .unwrap();
-        let preview = decode(&path).unwrap();
+        let preview = decode(&path, THUMBNAIL_PIXELS).unwrap();
         assert_eq!(preview.size, [200, 100]);
-        let missing = decode(&dir.path().join("none.png")).unwrap_err();
+        let full = decode(&path, FULL_VIEW_PIXELS).unwrap();
+        assert_eq!(full.size, [800, 400], "a small frame is not enlarged");
+        let missing = decode(&dir.path().join("none.png"), THUMBNAIL_PIXELS).unwrap_err();
         assert!(missing.contains("none.png"), "{missing}");
     }
 }
