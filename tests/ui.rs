@@ -567,7 +567,7 @@ fn servers_on_the_lan_show_up_before_a_job_and_one_left_out_gets_frames_only_whe
         .get_by_role_and_label(egui::accesskit::Role::CheckBox, "Use lan-node")
         .click();
     harness.run_steps(2);
-    assert!(harness.state().left_out.contains(&node.url));
+    assert!(harness.state().remembered.left_out.contains(&node.url));
     harness.state_mut().open(common::demo_blend());
     step_until(&mut harness, Duration::from_secs(120), |app| {
         app.inspecting.is_none()
@@ -601,7 +601,7 @@ fn servers_on_the_lan_show_up_before_a_job_and_one_left_out_gets_frames_only_whe
     let summary = harness.state().state.summary.clone().unwrap();
     assert_eq!(summary.outcome, herd::controller::engine::Outcome::Complete);
     assert!(out_dir.path().join("demo_0001.png").is_file());
-    assert!(!harness.state().left_out.contains(&node.url));
+    assert!(!harness.state().remembered.left_out.contains(&node.url));
 
     // After the job the table shows the LAN again.
     step_until(&mut harness, Duration::from_secs(30), |app| {

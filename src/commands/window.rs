@@ -11,9 +11,11 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use herd::ui::bridge::{self, BridgeConfig, Notify};
+use herd::ui::controller::Remembered;
 use herd::ui::node_launch;
 use herd::ui::{ControllerApp, NodeApp};
 
+use super::ControllerArgs;
 use super::node::NodeArgs;
 
 /// How long the background may take to stop a job and end Blender after
@@ -22,19 +24,6 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The window's icon.
 const ICON_PNG: &[u8] = include_bytes!("../../assets/icon.png");
-
-/// Options of `herd controller`.
-#[derive(Debug, Args)]
-pub struct ControllerArgs {
-    /// A .blend to open right away.
-    pub file: Option<PathBuf>,
-    /// Start rendering FILE as soon as it is read, with its own settings.
-    #[arg(long, requires = "file")]
-    pub start: bool,
-    /// Where the nodes are and how to use them.
-    #[command(flatten)]
-    pub farm: super::FarmArgs,
-}
 
 /// Which window `herd` alone opens: the one used last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +79,11 @@ pub fn run_controller(runtime: &tokio::runtime::Runtime, args: ControllerArgs) -
         native_options("herd", [1100.0, 760.0]),
         Box::new(move |cc| {
             repaint.set(cc.egui_ctx.clone());
-            let mut app = ControllerApp::new(link);
+            let remembered = cc
+                .storage
+                .and_then(|storage| eframe::get_value(storage, Remembered::KEY))
+                .unwrap_or_default();
+            let mut app = ControllerApp::with_remembered(link, remembered);
             if let Some(file) = file {
                 if start {
                     app.open_and_start(file);

@@ -75,6 +75,46 @@ impl GridLayout {
     }
 }
 
+/// Job panels remembered, one per .blend, the newest last.
+pub const REMEMBERED_FILES: usize = 50;
+
+/// What the controller window remembers between runs (eframe's storage):
+/// the job panel of every file rendered lately and the servers the user
+/// added or left out.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Remembered {
+    /// The job panel last started for each file, the newest last.
+    pub forms: Vec<(PathBuf, JobForm)>,
+    /// Servers added by address.
+    pub servers: Vec<String>,
+    /// Addresses of the servers left out of jobs.
+    pub left_out: BTreeSet<String>,
+}
+
+impl Remembered {
+    /// The key eframe's storage keeps it under.
+    pub const KEY: &'static str = "herd_controller";
+
+    /// The job panel last used for `file`.
+    pub fn form(&self, file: &Path) -> Option<&JobForm> {
+        self.forms
+            .iter()
+            .rev()
+            .find(|(path, _)| path == file)
+            .map(|(_, form)| form)
+    }
+
+    /// Remembers `form` as the one for `file`, forgetting the oldest files
+    /// past [`REMEMBERED_FILES`].
+    pub fn remember_form(&mut self, file: &Path, form: JobForm) {
+        self.forms.retain(|(path, _)| path != file);
+        self.forms.push((file.to_path_buf(), form));
+        let excess = self.forms.len().saturating_sub(REMEMBERED_FILES);
+        self.forms.drain(..excess);
+    }
+}
+
 /// A finished frame shown on its own, over the window.
 pub struct FrameViewer {
     /// Frame number.
@@ -129,8 +169,8 @@ pub struct ControllerApp {
     start_when_read: bool,
     /// The address typed into "Add a server".
     new_node: String,
-    /// Addresses of the servers the user unticked.
-    pub left_out: BTreeSet<String>,
+    /// What is kept between runs.
+    pub remembered: Remembered,
 }
 
 impl ControllerApp {
@@ -150,8 +190,22 @@ impl ControllerApp {
             job_files: None,
             start_when_read: false,
             new_node: String::new(),
-            left_out: BTreeSet::new(),
+            remembered: Remembered::default(),
         }
+    }
+
+    /// A window that starts with what an earlier run remembered: its
+    /// servers are added and those left out stay out.
+    pub fn with_remembered(link: BridgeLink, remembered: Remembered) -> Self {
+        let mut app = Self::new(link);
+        for uri in &remembered.servers {
+            app.send(BridgeCommand::AddNode(uri.clone()));
+        }
+        if !remembered.left_out.is_empty() {
+            app.send(BridgeCommand::LeaveOut(remembered.left_out.clone()));
+        }
+        app.remembered = remembered;
+        app
     }
 
     /// Reads `path` in the background and starts its job with the file's
@@ -275,7 +329,11 @@ impl ControllerApp {
                 self.inspecting = None;
                 match result {
                     Ok(scene) => {
-                        let form = JobForm::from_scene(&scene);
+                        let form = self
+                            .remembered
+                            .form(&scene.file)
+                            .cloned()
+                            .unwrap_or_else(|| JobForm::from_scene(&scene));
                         self.scene = Some((scene, form));
                         if std::mem::take(&mut self.start_when_read) {
                             self.start_job();
@@ -347,6 +405,7 @@ impl ControllerApp {
         };
         match form.to_spec(scene) {
             Ok(spec) => {
+                self.remembered.remember_form(&scene.file, form.clone());
                 self.message = None;
                 self.state.begin_job(&spec.frames);
                 self.thumbnails.clear();
@@ -652,6 +711,9 @@ impl ControllerApp {
                         format!("'{uri}' is not a server address: write it like http://192.168.1.20:8082"),
                     ));
                 } else {
+                    if !self.remembered.servers.contains(&uri) {
+                        self.remembered.servers.push(uri.clone());
+                    }
                     self.send(BridgeCommand::AddNode(uri));
                     self.new_node.clear();
                 }
@@ -766,9 +828,9 @@ impl ControllerApp {
             });
         for (node, uri, enabled) in toggled {
             if enabled {
-                self.left_out.remove(&uri);
+                self.remembered.left_out.remove(&uri);
             } else {
-                self.left_out.insert(uri);
+                self.remembered.left_out.insert(uri);
             }
             if self.job_running() {
                 self.send(BridgeCommand::Engine(EngineCommand::SetNodeEnabled {
@@ -778,7 +840,7 @@ impl ControllerApp {
             } else if let Some(row) = self.state.servers.iter_mut().find(|row| row.id == node) {
                 row.enabled = enabled;
             }
-            self.send(BridgeCommand::LeaveOut(self.left_out.clone()));
+            self.send(BridgeCommand::LeaveOut(self.remembered.left_out.clone()));
         }
     }
 
@@ -913,6 +975,10 @@ impl eframe::App for ControllerApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.window_ui(ui);
     }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, Remembered::KEY, &self.remembered);
+    }
 }
 
 /// When a server last answered, as the table says it.
@@ -1003,6 +1069,73 @@ mod tests {
         assert_eq!(
             layout.index_at(Pos2::new(10.0 + 5.0 * 16.0 + 1.0, 25.0)),
             None
+        );
+    }
+
+    #[test]
+    fn a_file_read_again_gets_the_panel_it_was_started_with() {
+        let ctx = egui::Context::default();
+        let scene = crate::ui::job_form::tests::scene();
+        let mut remembered = Remembered {
+            servers: vec!["http://10.0.0.5:8082".into()],
+            left_out: BTreeSet::from(["http://10.0.0.6:8082".to_string()]),
+            ..Remembered::default()
+        };
+        let mut form = JobForm::from_scene(&scene);
+        form.frames = "3-7".into();
+        form.format = ImageFormat::Jpeg;
+        remembered.remember_form(&scene.file, form.clone());
+        // Through storage and back, as eframe keeps it.
+        let text = serde_json::to_string(&remembered).unwrap();
+        let remembered: Remembered = serde_json::from_str(&text).unwrap();
+
+        let (link, mut end) = super::super::bridge::channel();
+        let mut app = ControllerApp::with_remembered(link, remembered);
+        match end.commands.try_recv() {
+            Ok(BridgeCommand::AddNode(uri)) => assert_eq!(uri, "http://10.0.0.5:8082"),
+            other => panic!("expected AddNode, got {other:?}"),
+        }
+        match end.commands.try_recv() {
+            Ok(BridgeCommand::LeaveOut(set)) => assert!(set.contains("http://10.0.0.6:8082")),
+            other => panic!("expected LeaveOut, got {other:?}"),
+        }
+        app.open(scene.file.clone());
+        app.handle(
+            &ctx,
+            BridgeEvent::Inspected {
+                path: scene.file.clone(),
+                result: Ok(scene.clone()),
+            },
+        );
+        assert_eq!(app.form(), Some(&form));
+
+        // Another file gets its own scene's values.
+        let mut other = scene.clone();
+        other.file = "/work/shots/other.blend".into();
+        app.open(other.file.clone());
+        app.handle(
+            &ctx,
+            BridgeEvent::Inspected {
+                path: other.file.clone(),
+                result: Ok(other.clone()),
+            },
+        );
+        assert_eq!(app.form(), Some(&JobForm::from_scene(&other)));
+    }
+
+    #[test]
+    fn only_the_latest_files_are_remembered() {
+        let form = JobForm::from_scene(&crate::ui::job_form::tests::scene());
+        let mut remembered = Remembered::default();
+        for n in 0..REMEMBERED_FILES + 5 {
+            remembered.remember_form(Path::new(&format!("/shots/{n}.blend")), form.clone());
+        }
+        remembered.remember_form(Path::new("/shots/10.blend"), form.clone());
+        assert_eq!(remembered.forms.len(), REMEMBERED_FILES);
+        assert!(remembered.form(Path::new("/shots/0.blend")).is_none());
+        assert_eq!(
+            remembered.forms.last().unwrap().0,
+            Path::new("/shots/10.blend")
         );
     }
 

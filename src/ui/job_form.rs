@@ -17,7 +17,7 @@ pub const FORMATS: [(ImageFormat, &str); 3] = [
 ];
 
 /// What the user set in the job panel; the scene's own values by default.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobForm {
     /// Frame list as typed, e.g. `1-24,30`.
     pub frames: String,
@@ -116,11 +116,12 @@ pub fn is_blend(path: &std::path::Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::controller::inspect::Compression;
 
-    fn scene() -> SceneInfo {
+    /// A scene as Blender would describe the demo.
+    pub(crate) fn scene() -> SceneInfo {
         SceneInfo {
             file: "/work/shots/demo.blend".into(),
             saved_by: "3.4".into(),
