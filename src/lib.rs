@@ -5,11 +5,13 @@
 //! - [`blender`]: Blender kept loaded in a child process.
 //! - [`node`]: the render node (HTTP API, renderer, beacon).
 //! - [`controller`]: finding nodes on the LAN.
-//! - [`ui`]: the desktop window (egui) for controller and node.
+//! - `ui` (feature `gui`, on by default): the desktop window (egui) for
+//!   controller and node.
 
 pub mod blender;
 pub mod controller;
 pub mod lan;
 pub mod node;
+#[cfg(feature = "gui")]
 pub mod ui;
 pub mod wire;

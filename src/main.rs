@@ -22,7 +22,7 @@ enum Command {
     /// (in a window; `--headless` for none).
     Node(commands::node::NodeArgs),
     /// Open the controller window: drop a .blend, watch the servers and every frame.
-    Controller(commands::window::ControllerArgs),
+    Controller(commands::ControllerArgs),
     /// List the nodes on the LAN: probe, hear their beacons, confirm each.
     Nodes(commands::nodes::NodesArgs),
     /// Render a .blend across the LAN: find nodes, send the file, collect the frames.

@@ -4,6 +4,10 @@ pub mod inspect;
 pub mod node;
 pub mod nodes;
 pub mod render;
+#[cfg(feature = "gui")]
+pub mod window;
+#[cfg(not(feature = "gui"))]
+#[path = "no_window.rs"]
 pub mod window;
 
 use std::path::PathBuf;
@@ -42,6 +46,19 @@ pub struct FarmArgs {
     /// Work dir of the local node (default: the user's cache dir).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+}
+
+/// Options of `herd controller`.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// A .blend to open right away.
+    pub file: Option<PathBuf>,
+    /// Start rendering FILE as soon as it is read, with its own settings.
+    #[arg(long, requires = "file")]
+    pub start: bool,
+    /// Where the nodes are and how to use them.
+    #[command(flatten)]
+    pub farm: FarmArgs,
 }
 
 /// Completes on Ctrl-C or SIGTERM.
