@@ -203,6 +203,46 @@ pub struct RenderRequest {
     pub overrides: Overrides,
 }
 
+/// Why a `POST /api/v1/renders` body was refused; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderRequestError {
+    /// Not JSON, or not the fields and types of a render request.
+    #[error("invalid render request: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A frame Blender cannot render.
+    #[error(
+        "frame {0} is outside Blender's frame range {min}..={max}",
+        min = FRAME_RANGE.start(),
+        max = FRAME_RANGE.end()
+    )]
+    FrameOutOfRange(i32),
+    /// An override Blender does not accept.
+    #[error("{0}")]
+    Overrides(String),
+}
+
+impl RenderRequest {
+    /// Reads and checks a request body, as the node's API does: the
+    /// JSON, then [`RenderRequest::validate`]. Never panics, whatever the
+    /// bytes.
+    pub fn from_json(body: &[u8]) -> Result<Self, RenderRequestError> {
+        let request: Self = serde_json::from_slice(body)?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    /// Checks the frame and the overrides are ones Blender accepts. The blob
+    /// is checked where it is looked up.
+    pub fn validate(&self) -> Result<(), RenderRequestError> {
+        if !FRAME_RANGE.contains(&self.frame) {
+            return Err(RenderRequestError::FrameOutOfRange(self.frame));
+        }
+        self.overrides
+            .validate()
+            .map_err(RenderRequestError::Overrides)
+    }
+}
+
 /// Answer to `POST /api/v1/renders`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RenderCreated {
@@ -329,5 +369,30 @@ mod tests {
             ..Overrides::default()
         };
         assert!(samples.validate().unwrap_err().contains("samples"));
+    }
+
+    #[test]
+    fn render_requests_are_read_and_checked() {
+        let blob = "a".repeat(64);
+        let request =
+            RenderRequest::from_json(format!(r#"{{"blob":"{blob}","frame":-3}}"#).as_bytes())
+                .unwrap();
+        assert_eq!((request.blob.as_str(), request.frame), (blob.as_str(), -3));
+        for (body, expected) in [
+            ("{".to_string(), "invalid render request"),
+            (
+                format!(r#"{{"blob":"{blob}","frame":1048575}}"#),
+                "frame 1048575 is outside Blender's frame range -1048574..=1048574",
+            ),
+            (
+                format!(
+                    r#"{{"blob":"{blob}","frame":1,"overrides":{{"resolution_percent":1001}}}}"#
+                ),
+                "resolution_percent 1001 is out of range",
+            ),
+        ] {
+            let err = RenderRequest::from_json(body.as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{body}: {err}");
+        }
     }
 }

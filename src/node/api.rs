@@ -18,9 +18,7 @@ use subtle::ConstantTimeEq;
 
 use super::Node;
 use super::blobs::{BlobError, PutOutcome, is_valid_hash};
-use crate::wire::{
-    ErrorBody, FRAME_RANGE, NodeInfo, RenderChanges, RenderCreated, RenderRequest, RenderStatus,
-};
+use crate::wire::{ErrorBody, NodeInfo, RenderChanges, RenderCreated, RenderRequest, RenderStatus};
 
 /// Largest JSON body the API reads.
 const JSON_LIMIT_BYTES: usize = 64 * 1024;
@@ -239,17 +237,8 @@ async fn create_render(
         )),
         _ => ApiError::BadRequest(format!("unreadable render request: {err}")),
     })?;
-    let request: RenderRequest = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::BadRequest(format!("invalid render request: {err}")))?;
-    if !FRAME_RANGE.contains(&request.frame) {
-        return Err(ApiError::BadRequest(format!(
-            "frame {} is outside Blender's frame range {}..={}",
-            request.frame,
-            FRAME_RANGE.start(),
-            FRAME_RANGE.end()
-        )));
-    }
-    request.overrides.validate().map_err(ApiError::BadRequest)?;
+    let request =
+        RenderRequest::from_json(&body).map_err(|err| ApiError::BadRequest(err.to_string()))?;
     let pin = node.blobs.pin(&request.blob)?;
     let id = node
         .update(|renders| renders.enqueue(pin, request.frame, request.overrides, &node.shutdown));
