@@ -88,8 +88,32 @@ fn tail_text(lines: &[String]) -> String {
     }
 }
 
+/// The file that remembers the Blender the user located in a window.
+fn remembered_file() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "herd").map(|dirs| dirs.config_dir().join("blender"))
+}
+
+/// The Blender the user located in a window, if it is still there.
+pub fn remembered() -> Option<PathBuf> {
+    let text = std::fs::read_to_string(remembered_file()?).ok()?;
+    let path = PathBuf::from(text.trim());
+    path.is_file().then_some(path)
+}
+
+/// Remembers `path` as the Blender to use when none is given (see
+/// [`locate`]).
+pub fn remember(path: &Path) -> std::io::Result<()> {
+    let file =
+        remembered_file().ok_or_else(|| std::io::Error::other("this user has no config dir"))?;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(file, path.as_os_str().as_encoded_bytes())
+}
+
 /// Finds the Blender executable: `explicit` (from `--blender`), else
-/// `HERD_BLENDER`, else `blender` on `PATH`, else the usual install places.
+/// `HERD_BLENDER`, else the one located in a window ([`remembered`]), else
+/// `blender` on `PATH`, else the usual install places.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, BlenderError> {
     let given = explicit
         .map(Path::to_path_buf)
@@ -108,6 +132,9 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, BlenderError> {
     } else {
         "blender"
     };
+    if let Some(path) = remembered() {
+        return Ok(path);
+    }
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use herd::controller::engine::{EngineEvent, FrameView, NodeStatus, NodeView, ProgressView};
 use herd::controller::scheduler::FrameState;
 use herd::ui::bridge::{self, BridgeCommand, BridgeConfig, BridgeEvent};
-use herd::ui::node_launch::{self, NodeLaunch};
+use herd::ui::node_launch::{self, NodeCommand, NodeLaunch};
 use herd::ui::node_window::NodePhase;
 use herd::ui::{ControllerApp, NodeApp};
 
@@ -302,13 +302,14 @@ fn the_node_window_says_when_blender_is_missing() {
         simulate: None,
     };
     let shutdown = CancellationToken::new();
-    let (events, task) =
+    let (link, task) =
         node_launch::launch(runtime.handle(), launch, Arc::new(|| {}), shutdown.clone());
+    let commands = link.commands.clone();
     let mut harness = Harness::builder()
-        .with_size(egui::vec2(520.0, 300.0))
+        .with_size(egui::vec2(560.0, 500.0))
         .build_ui_state(
             |ui, app: &mut NodeApp| app.window_ui(ui),
-            NodeApp::new(events),
+            NodeApp::new(link),
         );
     step_until(&mut harness, Duration::from_secs(20), |app| {
         !matches!(app.phase, NodePhase::Starting)
@@ -316,6 +317,55 @@ fn the_node_window_says_when_blender_is_missing() {
     assert!(matches!(harness.state().phase, NodePhase::Failed(_)));
     harness.get_by_label("This node cannot start.");
     harness.get_by_label_contains("Blender not found at /nonexistent/blender");
+    harness.get_by_label("Locate Blender…");
+
+    // The dialog's answer: the node starts with that Blender.
+    commands
+        .try_send(NodeCommand::UseBlender {
+            path: common::blender(),
+            remember: false,
+        })
+        .unwrap();
+    step_until(&mut harness, Duration::from_secs(60), |app| {
+        matches!(app.phase, NodePhase::Running(_))
+    });
+    let blender_line = format!("3.4.1 at {}", common::blender().display());
+    harness.get_by_label_contains(&blender_line);
+    let NodePhase::Running(running) = &harness.state().phase else {
+        unreachable!()
+    };
+    let url = format!("http://{}/api/v1", running.http);
+
+    // A frame rendered shows its thumbnail in the window.
+    let blend = std::fs::read(common::demo_blend()).unwrap();
+    let hash = common::sha256(&blend);
+    let client = reqwest::Client::new();
+    runtime.block_on(async {
+        let put = client
+            .put(format!("{url}/blobs/{hash}"))
+            .body(blend)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 201);
+        let body = serde_json::json!({
+            "blob": hash, "frame": 3, "overrides": {"resolution_percent": 25}
+        });
+        let post = client
+            .post(format!("{url}/renders"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), 201);
+    });
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        app.preview
+            .as_ref()
+            .is_some_and(|preview| preview.frame == 3)
+    });
+    harness.get_by_label("Last frame");
+    harness.get_by_label("frame 3");
     shutdown.cancel();
     runtime.block_on(task).unwrap();
 }

@@ -113,7 +113,7 @@ pub fn run_node(runtime: &tokio::runtime::Runtime, args: NodeArgs) -> Result<()>
         node_launch::launch(runtime.handle(), launch, repaint.notify(), shutdown.clone());
     let result = eframe::run_native(
         "herd-node",
-        native_options("herd node", [520.0, 360.0]),
+        native_options("herd node", [560.0, 500.0]),
         Box::new(move |cc| {
             repaint.set(cc.egui_ctx.clone());
             Ok(Box::new(NodeApp::new(events)))

@@ -67,6 +67,29 @@ pub struct NodeRunning {
     pub blender_path: PathBuf,
 }
 
+/// Why a node could not start, said for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Blender is missing or does not run: choosing another one may help.
+    #[error("{0}")]
+    Blender(String),
+    /// Anything else (ports, work dir, options).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for LaunchError {
+    fn from(message: String) -> Self {
+        Self::Other(message)
+    }
+}
+
+impl From<&str> for LaunchError {
+    fn from(message: &str) -> Self {
+        Self::Other(message.to_string())
+    }
+}
+
 /// A prepared node: what it is, its API listener and its discovery socket.
 pub type Prepared = (
     NodeRunning,
@@ -75,14 +98,15 @@ pub type Prepared = (
 );
 
 /// Prepares a node from `launch`; the error says what failed and what to do.
-pub async fn prepare(launch: &NodeLaunch) -> Result<Prepared, String> {
+pub async fn prepare(launch: &NodeLaunch) -> Result<Prepared, LaunchError> {
     for target in launch.discovery.iter().flat_map(|d| &d.announce_to) {
         lan::check_target(*target)?;
     }
-    let blender_path = blender::locate(launch.blender.as_deref()).map_err(|err| err.to_string())?;
+    let blender_path = blender::locate(launch.blender.as_deref())
+        .map_err(|err| LaunchError::Blender(err.to_string()))?;
     let blender_version = blender::version(&blender_path)
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| LaunchError::Blender(err.to_string()))?;
     let work_dir = match &launch.work_dir {
         Some(dir) => dir.clone(),
         None => directories::ProjectDirs::from("", "", "herd")

@@ -196,6 +196,12 @@ impl Node {
         self.update(|renders| renders.paused = false);
     }
 
+    /// The thumbnail of the frame this node finished last, with its frame
+    /// number.
+    pub fn last_preview(&self) -> Option<(i32, Arc<image::RgbImage>)> {
+        self.renders().last_preview.clone()
+    }
+
     /// Identity and activity, for `GET /api/v1/node`.
     pub fn info(&self) -> NodeInfo {
         let renders = self.renders();

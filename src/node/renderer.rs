@@ -286,9 +286,8 @@ fn verify(rendered: &Rendered) -> Result<Finished, String> {
         ));
     }
     let thumbnail = thumbnail_path(path);
-    image
-        .thumbnail(THUMBNAIL_PX, THUMBNAIL_PX)
-        .to_rgb8()
+    let preview = image.thumbnail(THUMBNAIL_PX, THUMBNAIL_PX).to_rgb8();
+    preview
         .save(&thumbnail)
         .map_err(|err| format!("cannot write thumbnail {}: {err}", thumbnail.display()))?;
     Ok(Finished {
@@ -296,6 +295,7 @@ fn verify(rendered: &Rendered) -> Result<Finished, String> {
         thumbnail,
         width,
         height,
+        preview: Arc::new(preview),
     })
 }
 

@@ -58,6 +58,8 @@ pub struct Finished {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
+    /// The thumbnail's pixels, for a window on the node.
+    pub preview: Arc<image::RgbImage>,
 }
 
 /// All renders of this node.
@@ -71,6 +73,8 @@ pub struct Renders {
     pub paused: bool,
     /// Frames rendered successfully since start.
     pub frames_rendered: u64,
+    /// The thumbnail of the frame finished last, with its frame number.
+    pub last_preview: Option<(i32, Arc<image::RgbImage>)>,
     /// Process id of the running Blender.
     pub blender_pid: Option<u32>,
     /// Renders forgotten whose folders are still to be removed.
@@ -235,6 +239,7 @@ impl Renders {
                 render.image = Some(finished.image);
                 render.thumbnail = Some(finished.thumbnail);
                 self.frames_rendered += 1;
+                self.last_preview = Some((render.status.frame, finished.preview));
             }
             Err(error) => {
                 render.status.state = RenderState::Failed;

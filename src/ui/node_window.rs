@@ -2,11 +2,10 @@
 //! and Stop. The node runs on the tokio runtime ([`super::node_launch`]);
 //! the window reads [`Node::info`] each frame (a short lock, no I/O).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use super::node_launch::{NodeEvent, NodeRunning};
+use super::node_launch::{NodeCommand, NodeEvent, NodeLink, NodeRunning};
 use super::palette;
 use crate::node::Node;
 use crate::wire::NodeState;
@@ -31,32 +30,69 @@ pub enum NodePhase {
 /// The node window's state.
 #[derive(Debug)]
 pub struct NodeApp {
-    events: mpsc::Receiver<NodeEvent>,
+    link: NodeLink,
     /// Where the node is.
     pub phase: NodePhase,
+    /// The node could not start for want of a working Blender: the window
+    /// offers "Locate Blender…".
+    pub blender_missing: bool,
     /// Escape was pressed: ask whether to stop the node.
     pub confirm_stop: bool,
+    /// The last frame's thumbnail as shown, with its frame number.
+    pub preview: Option<LastFrame>,
+}
+
+/// The thumbnail of the frame the node finished last.
+pub struct LastFrame {
+    /// Frame number.
+    pub frame: i32,
+    /// The node's pixels it was made from (to notice a newer frame).
+    pixels: Arc<image::RgbImage>,
+    /// On the GPU.
+    texture: egui::TextureHandle,
+}
+
+impl std::fmt::Debug for LastFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LastFrame")
+            .field("frame", &self.frame)
+            .field("size", &self.texture.size())
+            .finish()
+    }
 }
 
 impl NodeApp {
     /// A window following the node that [`super::node_launch::launch`] runs.
-    pub fn new(events: mpsc::Receiver<NodeEvent>) -> Self {
+    pub fn new(link: NodeLink) -> Self {
         Self {
-            events,
+            link,
             phase: NodePhase::Starting,
+            blender_missing: false,
             confirm_stop: false,
+            preview: None,
         }
     }
 
     /// Takes in what the node's background sent since the last frame.
     pub fn drain_events(&mut self) {
-        while let Ok(event) = self.events.try_recv() {
+        while let Ok(event) = self.link.events.try_recv() {
+            self.blender_missing = false;
             self.phase = match event {
+                NodeEvent::Starting => NodePhase::Starting,
                 NodeEvent::Started(running) => NodePhase::Running(running),
-                NodeEvent::Failed(err) => NodePhase::Failed(err),
+                NodeEvent::Failed { message, blender } => {
+                    self.blender_missing = blender;
+                    NodePhase::Failed(message)
+                }
                 NodeEvent::Stopped(result) => NodePhase::Stopped(result.err()),
             };
         }
+    }
+
+    /// Asks the background for something; a full channel means a request
+    /// is already waiting, so nothing is lost.
+    fn send(&self, command: NodeCommand) {
+        let _ = self.link.commands.try_send(command);
     }
 
     /// Draws the whole window.
@@ -75,6 +111,16 @@ impl NodeApp {
                 NodePhase::Failed(err) => {
                     ui.colored_label(palette::ERROR, "This node cannot start.");
                     ui.colored_label(palette::ERROR, err);
+                    if self.blender_missing {
+                        ui.add_space(8.0);
+                        ui.label(
+                            "Install Blender from your package manager or blender.org, \
+                             or show herd where it is:",
+                        );
+                        if ui.button("Locate Blender…").clicked() {
+                            self.send(NodeCommand::LocateBlender);
+                        }
+                    }
                 }
                 NodePhase::Stopped(err) => {
                     ui.label("The node stopped: it takes no more frames. Close the window or start herd again.");
@@ -83,7 +129,8 @@ impl NodeApp {
                     }
                 }
                 NodePhase::Running(running) => {
-                    running_ui(ui, running);
+                    update_preview(ui.ctx(), &running.node, &mut self.preview);
+                    running_ui(ui, running, self.preview.as_ref());
                     if ui.input(|i| i.key_pressed(egui::Key::Escape)) {
                         self.confirm_stop = true;
                     }
@@ -122,7 +169,29 @@ fn confirm_stop_ui(ui: &mut egui::Ui, running: &NodeRunning, asking: &mut bool) 
     });
 }
 
-fn running_ui(ui: &mut egui::Ui, running: &NodeRunning) {
+/// Takes the node's newest thumbnail onto the GPU when it changed (a copy
+/// of at most 256×256 pixels, already decoded by the node).
+fn update_preview(ctx: &egui::Context, node: &Node, shown: &mut Option<LastFrame>) {
+    let Some((frame, pixels)) = node.last_preview() else {
+        return;
+    };
+    if shown
+        .as_ref()
+        .is_some_and(|shown| Arc::ptr_eq(&shown.pixels, &pixels))
+    {
+        return;
+    }
+    let size = [pixels.width() as usize, pixels.height() as usize];
+    let image = egui::ColorImage::from_rgb(size, pixels.as_raw());
+    let texture = ctx.load_texture("node_last_frame", image, egui::TextureOptions::LINEAR);
+    *shown = Some(LastFrame {
+        frame,
+        pixels,
+        texture,
+    });
+}
+
+fn running_ui(ui: &mut egui::Ui, running: &NodeRunning, preview: Option<&LastFrame>) {
     let node: &Node = &running.node;
     let info = node.info();
     egui::Grid::new("node_info")
@@ -188,6 +257,20 @@ fn running_ui(ui: &mut egui::Ui, running: &NodeRunning) {
             ui.label("Cores");
             ui.label(info.cores.to_string());
             ui.end_row();
+
+            if let Some(preview) = preview {
+                ui.label("Last frame");
+                ui.vertical(|ui| {
+                    ui.add(
+                        egui::Image::from_texture(egui::load::SizedTexture::from_handle(
+                            &preview.texture,
+                        ))
+                        .max_height(120.0),
+                    );
+                    ui.weak(format!("frame {}", preview.frame));
+                });
+                ui.end_row();
+            }
         });
     ui.add_space(8.0);
     ui.horizontal(|ui| {
