@@ -12,17 +12,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,8 +25,7 @@ fn main() {
         [flag, value] if flag == "--reps" => value.parse().unwrap(),
         _ => 5,
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let herd = root.join("target/release/herd");
+    let herd = common::release_herd();
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -40,7 +34,7 @@ fn main() {
     let out = tempfile::tempdir().unwrap();
     let mut controller = Command::new(&herd)
         .arg("render")
-        .arg(root.join("assets/demo/demo.blend"))
+        .arg(common::demo_blend())
         .args([
             "--frames",
             "1-100000",
@@ -117,12 +111,12 @@ fn main() {
     println!("|---|---|---|---|");
     println!(
         "| node start → in the controller's pool | {:.3} | {:.3} | ≤ 1 |",
-        median(&joins),
+        common::median(&joins),
         joins.iter().copied().fold(0.0, f64::max)
     );
     println!(
         "| node killed → its frame requeued | {:.3} | {:.3} | ≤ 3 |",
-        median(&losses),
+        common::median(&losses),
         losses.iter().copied().fold(0.0, f64::max)
     );
 }

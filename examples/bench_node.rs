@@ -19,7 +19,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,13 +36,12 @@ struct Options {
 }
 
 fn options() -> Options {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut options = Options {
-        blend: root.join("assets/demo/demo.blend"),
+        blend: common::demo_blend(),
         frames: 24,
         reps: 5,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        herd: root.join("target/release/herd"),
+        herd: common::release_herd(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -127,26 +127,8 @@ async fn herd(options: &Options) -> f64 {
     let work = tempfile::tempdir().unwrap();
     // Timed from the node's start: it starts Blender then, and that counts.
     let started = Instant::now();
-    let mut child = Command::new(&options.herd)
-        .args(["node", "--headless", "--port", "0", "--discovery-port", "0"])
-        .args(["--threads", &options.threads.to_string()])
-        .arg("--work-dir")
-        .arg(work.path())
-        .env("HERD_LOOPBACK_ONLY", "1")
-        .env("HERD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .unwrap()
-        .trim_end_matches(',')
-        .to_string();
+    let threads = options.threads.to_string();
+    let (mut child, url) = common::start_node(&options.herd, work.path(), &["--threads", &threads]);
     let client = reqwest::Client::new();
     let api = |path: &str| format!("{url}/api/v1/{path}");
 
@@ -205,25 +187,10 @@ async fn herd(options: &Options) -> f64 {
     secs
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    } else {
-        sorted[mid]
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let options = options();
-    assert!(
-        options.herd.is_file(),
-        "{} missing: cargo build --release first",
-        options.herd.display()
-    );
+    common::require(&options.herd);
     let (mut natives, mut herds, mut renders, mut launches) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for rep in 1..=options.reps {
@@ -260,22 +227,22 @@ async fn main() {
     println!("|---|---|---|");
     println!(
         "| `blender -b -a` (anchor) | {:.2} | 1.00 |",
-        median(&natives)
+        common::median(&natives)
     );
     println!(
         "| herd node via API | {:.2} | {:.3} × native (median of per-run ratios) |",
-        median(&herds),
-        median(&ratios)
+        common::median(&herds),
+        common::median(&ratios)
     );
     println!(
         "| `herd render` (local node only) | {:.2} | {:.3} × native (median of per-run ratios) |",
-        median(&renders),
-        median(&render_ratios)
+        common::median(&renders),
+        common::median(&render_ratios)
     );
     println!(
         "| `blender -b -f N` per frame | {:.2} | {:.2} × native; `herd render` is {:.2} × faster |",
-        median(&launches),
-        median(&launches) / median(&natives),
-        median(&launch_ratios)
+        common::median(&launches),
+        common::median(&launches) / common::median(&natives),
+        common::median(&launch_ratios)
     );
 }

@@ -13,8 +13,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
@@ -28,14 +30,13 @@ struct Options {
 }
 
 fn options() -> Options {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut options = Options {
         nodes: 32,
         frames: 2000,
         ms: 50,
         reps: 3,
         out_dir: std::env::temp_dir(),
-        herd: root.join("target/release/herd"),
+        herd: common::release_herd(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -53,44 +54,12 @@ fn options() -> Options {
     options
 }
 
-fn start_node(options: &Options, work: &Path) -> (Child, String) {
-    let mut child = Command::new(&options.herd)
-        .args(["node", "--headless", "--port", "0", "--discovery-port", "0"])
-        .args(["--simulate-ms", &options.ms.to_string()])
-        .arg("--work-dir")
-        .arg(work)
-        .env("HERD_LOOPBACK_ONLY", "1")
-        .env("HERD_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .unwrap()
-        .trim_end_matches(',')
-        .to_string();
-    (child, url)
-}
-
-/// User + system CPU seconds of a live process.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
 fn run_once(options: &Options, urls: &[String]) -> (f64, f64) {
     let out = tempfile::tempdir_in(&options.out_dir).unwrap();
     let mut command = Command::new(&options.herd);
     command
         .arg("render")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/demo.blend"))
+        .arg(common::demo_blend())
         .args(["--frames", &format!("1-{}", options.frames)])
         .args([
             "--no-local",
@@ -116,10 +85,10 @@ fn run_once(options: &Options, urls: &[String]) -> (f64, f64) {
         let line = line.unwrap();
         if line.starts_with(r#"{"event":"started""#) {
             started = Some(Instant::now());
-            cpu_at_start = cpu_secs(pid).unwrap_or(0.0);
+            cpu_at_start = common::cpu_secs(pid).unwrap_or(0.0);
         } else if line.starts_with(r#"{"event":"finished""#) {
             let wall = started.unwrap().elapsed().as_secs_f64();
-            let cpu = cpu_secs(pid).unwrap_or(0.0) - cpu_at_start;
+            let cpu = common::cpu_secs(pid).unwrap_or(0.0) - cpu_at_start;
             let summary: serde_json::Value = serde_json::from_str(&line).unwrap();
             assert_eq!(summary["outcome"], "complete", "{summary}");
             assert_eq!(summary["frames_done"].as_u64(), Some(options.frames as u64));
@@ -130,20 +99,15 @@ fn run_once(options: &Options, urls: &[String]) -> (f64, f64) {
     result.unwrap()
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
 fn main() {
     let options = options();
+    let ms = options.ms.to_string();
     let works: Vec<_> = (0..options.nodes)
         .map(|_| tempfile::tempdir_in(&options.out_dir).unwrap())
         .collect();
     let mut nodes: Vec<(Child, String)> = works
         .iter()
-        .map(|work| start_node(&options, work.path()))
+        .map(|work| common::start_node(&options.herd, work.path(), &["--simulate-ms", &ms]))
         .collect();
     let urls: Vec<String> = nodes.iter().map(|(_, url)| url.clone()).collect();
     let ideal = options.frames as f64 * options.ms as f64 / 1000.0 / options.nodes as f64;
@@ -166,9 +130,9 @@ fn main() {
     println!("|---|---|---|---|");
     println!(
         "| {ideal:.2} | {:.2} | {:.3} | {:.2} |",
-        median(&walls),
-        median(&efficiencies),
-        median(&cpus)
+        common::median(&walls),
+        common::median(&efficiencies),
+        common::median(&cpus)
     );
     for (child, _) in &mut nodes {
         let _ = child.kill();
