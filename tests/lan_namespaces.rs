@@ -347,3 +347,177 @@ fn node_and_controller_killed_mid_job_then_resumed_by_hand_needs_root() {
     let _ = node2.wait();
     let _ = node3.wait();
 }
+
+/// A node's blob store: each stored blob's name and whether its content
+/// hashes to it, and the half uploads still in `incoming/`.
+fn blob_store(work: &std::path::Path) -> (Vec<(String, bool)>, Vec<String>) {
+    let names = |dir: std::path::PathBuf| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.map(|entry| entry.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    let blobs = names(work.join("blobs"))
+        .into_iter()
+        .filter(|path| path.is_file())
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let intact = common::sha256(&std::fs::read(&path).unwrap()) == name;
+            (name, intact)
+        })
+        .collect();
+    let partial = names(work.join("blobs/incoming"))
+        .into_iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    (blobs, partial)
+}
+
+/// Every frame of `frames` decodes at the demo's size, none is written
+/// twice (the nodes' counts add up) and no temporary file is left.
+fn assert_job_complete(out: &std::path::Path, events: &[Value], frames: u64) {
+    for frame in 1..=frames {
+        let path = out.join(format!("demo_{frame:04}.png"));
+        let image = image::open(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        assert_eq!((image.width(), image.height()), (320, 180));
+    }
+    let names: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|name| !name.ends_with(".part")),
+        "{names:?}"
+    );
+    let summary = common::finished(events);
+    assert_eq!(summary["frames_done"], frames, "{summary}");
+    let rendered: u64 = summary["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["frames"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rendered, frames, "every frame exactly once: {summary}");
+}
+
+/// How long a cut link stays down in the transfer tests: longer than the
+/// controller's loss detection (2.5 s), so the node is taken for lost.
+const CUT: Duration = Duration::from_secs(4);
+
+#[test]
+fn a_link_cut_mid_upload_then_restored_never_uses_a_half_upload_needs_root() {
+    if !common::root_or_skip("a_link_cut_mid_upload_then_restored_never_uses_a_half_upload") {
+        return;
+    }
+    let lan = Lan::up(2);
+    let work2 = tempfile::tempdir().unwrap();
+    let mut node2 = start_node_with(&lan, "h2", work2.path(), &["--threads", "1"]);
+    // The controller sends at 256 kbit/s: the 96 KiB scene takes 3 s.
+    lan.shape("h1", "256kbit");
+    let out = tempfile::tempdir().unwrap();
+    let work1 = tempfile::tempdir().unwrap();
+    let incoming = work2.path().join("blobs/incoming");
+    let scene_bytes = std::fs::metadata(common::demo_blend()).unwrap().len();
+    let (cut_at_bytes, (events, success)) = std::thread::scope(|scope| {
+        // Cut the node's link once part of the scene is on its disk.
+        let cutter = scope.spawn(|| {
+            let started = Instant::now();
+            loop {
+                let partial = std::fs::read_dir(&incoming)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|entry| entry.ok()?.metadata().ok())
+                    .map(|meta| meta.len())
+                    .find(|&len| len > 0);
+                if let Some(len) = partial {
+                    lan.cut("h2");
+                    std::thread::sleep(CUT);
+                    lan.heal("h2");
+                    return len;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "no upload seen"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let rendered = render_on(
+            &lan,
+            "h1",
+            out.path(),
+            work1.path(),
+            &[
+                "--frames",
+                "1-4",
+                "--no-discovery",
+                "--node",
+                "http://10.77.0.2:8082",
+            ],
+            |_, _| {},
+        );
+        (cutter.join().unwrap(), rendered)
+    });
+    assert!(success, "{events:?}");
+    assert!(
+        cut_at_bytes < scene_bytes,
+        "cut mid-upload: {cut_at_bytes} of {scene_bytes} bytes had arrived"
+    );
+    assert_job_complete(out.path(), &events, 4);
+    let (blobs, partial) = blob_store(work2.path());
+    assert_eq!(blobs.len(), 1, "one blob, the scene: {blobs:?}");
+    assert!(blobs[0].1, "the stored blob hashes to its name: {blobs:?}");
+    assert!(partial.is_empty(), "no half upload left: {partial:?}");
+    let _ = node2.kill();
+    let _ = node2.wait();
+}
+
+#[test]
+fn a_link_cut_mid_download_then_restored_writes_each_frame_once_needs_root() {
+    if !common::root_or_skip("a_link_cut_mid_download_then_restored_writes_each_frame_once") {
+        return;
+    }
+    let lan = Lan::up(2);
+    let work2 = tempfile::tempdir().unwrap();
+    let mut node2 = start_node_with(&lan, "h2", work2.path(), &["--threads", "1"]);
+    // The node sends at 256 kbit/s: a frame (≈ 100 KB) takes about 3 s.
+    lan.shape("h2", "256kbit");
+    let out = tempfile::tempdir().unwrap();
+    let work1 = tempfile::tempdir().unwrap();
+    let mut cut = false;
+    let (events, success) = std::thread::scope(|scope| {
+        render_on(
+            &lan,
+            "h1",
+            out.path(),
+            work1.path(),
+            &[
+                "--frames",
+                "1-4",
+                "--no-discovery",
+                "--node",
+                "http://10.77.0.2:8082",
+            ],
+            |event, _| {
+                if !cut && event["event"] == "frame" && event["state"] == "downloading" {
+                    cut = true;
+                    std::thread::sleep(Duration::from_millis(500));
+                    lan.cut("h2");
+                    scope.spawn(|| {
+                        std::thread::sleep(CUT);
+                        lan.heal("h2");
+                    });
+                }
+            },
+        )
+    });
+    assert!(cut, "a download was cut");
+    assert!(success, "{events:?}");
+    let logs: Vec<&str> = common::log_lines(&events).collect();
+    assert!(
+        logs.iter().any(|line| line.contains("node lost")),
+        "the cut was noticed: {logs:?}"
+    );
+    assert_job_complete(out.path(), &events, 4);
+    let _ = node2.kill();
+    let _ = node2.wait();
+}

@@ -111,6 +111,17 @@ impl Lan {
     pub fn heal(&self, host: &str) {
         ip(&["-n", &self.ns(host), "link", "set", "eth0", "up"]);
     }
+
+    /// Limits what `host` sends to `rate` (e.g. `256kbit`), as a slow link.
+    pub fn shape(&self, host: &str, rate: &str) {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host)])
+            .args(["tc", "qdisc", "replace", "dev", "eth0", "root", "tbf"])
+            .args(["rate", rate, "burst", "16kb", "latency", "400ms"])
+            .status()
+            .unwrap_or_else(|err| panic!("tc: {err} (apt-get install iproute2)"));
+        assert!(status.success(), "tc qdisc on {host} failed");
+    }
 }
 
 impl Drop for Lan {
