@@ -263,6 +263,7 @@ impl Job {
             elapsed_secs: elapsed,
             eta_secs: (rate > 0.0).then(|| (self.total - self.done) as f64 / rate * 60.0),
             frames_per_minute: rate,
+            paused: false,
         }));
         if self.tick.is_multiple_of(30) {
             let id = self.tick / 30 % self.nodes.len();

@@ -16,7 +16,9 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use tokio_util::sync::CancellationToken;
 
-use herd::controller::engine::{EngineEvent, FrameView, NodeStatus, NodeView, ProgressView};
+use herd::controller::engine::{
+    EngineCommand, EngineEvent, FrameView, NodeStatus, NodeView, ProgressView,
+};
 use herd::controller::scheduler::FrameState;
 use herd::ui::bridge::{self, BridgeCommand, BridgeConfig, BridgeEvent};
 use herd::ui::node_launch::{self, NodeCommand, NodeLaunch};
@@ -119,6 +121,7 @@ fn simulated_job() -> Vec<EngineEvent> {
         elapsed_secs: 42.0,
         eta_secs: Some(95.0),
         frames_per_minute: 15.7,
+        paused: false,
     }));
     events.push(EngineEvent::Log {
         message: "node attic joined at http://127.0.0.1:18001".into(),
@@ -177,7 +180,14 @@ fn hovering_a_failed_frame_shows_its_error() {
     let cell = harness.state().grid.unwrap().cell(11).center();
     harness.hover_at(cell);
     harness.run_steps(6);
-    harness.get_by_label_contains("error: Blender crashed with signal 11 (SIGSEGV)");
+    // The tooltip (and the clickable cell's description) say it.
+    assert!(
+        harness
+            .query_all_by_label_contains("error: Blender crashed with signal 11 (SIGSEGV)")
+            .next()
+            .is_some(),
+        "the tooltip shows the error"
+    );
 }
 
 #[test]
@@ -659,4 +669,28 @@ fn servers_on_the_lan_show_up_before_a_job_and_one_left_out_gets_frames_only_whe
     });
     shutdown.cancel();
     runtime.block_on(task).unwrap();
+}
+
+#[test]
+fn pause_and_resume_go_to_the_job_and_the_window_says_it_is_paused() {
+    let (mut harness, mut end) = window_with_job();
+    harness.get_by_label("Pause").click();
+    harness.run();
+    match end.commands.try_recv() {
+        Ok(BridgeCommand::Engine(EngineCommand::SetPaused(true))) => {}
+        other => panic!("expected SetPaused(true), got {other:?}"),
+    }
+    let mut progress = harness.state().state.progress.clone().unwrap();
+    progress.paused = true;
+    end.events
+        .try_send(BridgeEvent::Engine(EngineEvent::Progress(progress)))
+        .unwrap();
+    harness.run_steps(2);
+    harness.get_by_label_contains("Paused: no new frame starts");
+    harness.get_by_label("Resume").click();
+    harness.run();
+    match end.commands.try_recv() {
+        Ok(BridgeCommand::Engine(EngineCommand::SetPaused(false))) => {}
+        other => panic!("expected SetPaused(false), got {other:?}"),
+    }
 }

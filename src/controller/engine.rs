@@ -112,6 +112,9 @@ pub enum EngineCommand {
     Cancel,
     /// Add a node by address.
     AddNode(String),
+    /// Pause the job (no frame starts; those being rendered finish) or
+    /// resume it.
+    SetPaused(bool),
     /// Leave a node in or out of the job.
     SetNodeEnabled {
         /// The node.
@@ -222,6 +225,8 @@ pub struct ProgressView {
     pub eta_secs: Option<f64>,
     /// Frames finished per minute so far (skipped ones excluded).
     pub frames_per_minute: f64,
+    /// Paused by the user.
+    pub paused: bool,
 }
 
 /// How a job ended.
@@ -478,6 +483,8 @@ struct Job {
     end: Option<Outcome>,
     last_retry: Instant,
     unusable: Vec<String>,
+    /// Paused by the user.
+    paused: bool,
 }
 
 /// How often lost nodes are asked whether they are back.
@@ -571,6 +578,7 @@ async fn run(
         end: None,
         last_retry: Instant::now(),
         unusable: Vec::new(),
+        paused: false,
     };
     if job.scheduler.is_finished() {
         job.end = Some(Outcome::Complete);
@@ -980,6 +988,19 @@ impl Job {
             EngineCommand::AddNode(uri) => {
                 self.confirm(uri.trim_end_matches('/').to_string(), false)
             }
+            EngineCommand::SetPaused(paused) => {
+                if paused != self.paused {
+                    self.paused = paused;
+                    self.emit
+                        .log(if paused {
+                            "job paused: frames being rendered finish, no new ones start".into()
+                        } else {
+                            "job resumed".to_string()
+                        })
+                        .await;
+                    self.handle(Event::JobPaused { paused }).await;
+                }
+            }
             EngineCommand::SetNodeEnabled { node, enabled } => {
                 let Some(entry) = self.nodes.get_mut(&node) else {
                     return;
@@ -1111,6 +1132,7 @@ impl Job {
             elapsed_secs,
             eta_secs: self.scheduler.eta_secs(),
             frames_per_minute: self.rendered_now as f64 * 60.0 / elapsed_secs.max(1e-3),
+            paused: self.paused,
         }
     }
 

@@ -191,6 +191,12 @@ pub enum Event {
         /// Paused now.
         paused: bool,
     },
+    /// The user paused or resumed the whole job: no frame starts while
+    /// paused, the frames being rendered finish.
+    JobPaused {
+        /// Paused now.
+        paused: bool,
+    },
     /// The user left a node in or out of the job.
     NodeEnabled {
         /// The node.
@@ -284,6 +290,7 @@ pub struct Scheduler {
     durations: Vec<f64>,
     final_frames: usize,
     ended: bool,
+    paused: bool,
 }
 
 impl Scheduler {
@@ -311,6 +318,7 @@ impl Scheduler {
             durations: Vec::new(),
             final_frames: 0,
             ended: false,
+            paused: false,
         }
     }
 
@@ -432,6 +440,15 @@ impl Scheduler {
                 }
                 if paused {
                     self.take_back_waiting(node, &mut decisions);
+                }
+            }
+            Event::JobPaused { paused } => {
+                self.paused = paused;
+                if paused {
+                    let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+                    for node in nodes {
+                        self.take_back_waiting(node, &mut decisions);
+                    }
                 }
             }
             Event::NodeEnabled { node, enabled } => {
@@ -676,6 +693,9 @@ impl Scheduler {
     }
 
     fn dispatch(&mut self, now: f64, decisions: &mut Vec<Decision>) {
+        if self.paused {
+            return;
+        }
         let eligible: Vec<NodeId> = self
             .nodes
             .iter()
@@ -1178,6 +1198,29 @@ mod tests {
         sim.assert_each_frame_written_once();
         // It finishes the frame it was rendering, nothing more.
         assert!(sim.scheduler.nodes()[&2].done <= done_before + 1);
+    }
+
+    #[test]
+    fn a_paused_job_starts_nothing_until_resumed() {
+        let mut sim = Sim::new(20, SchedulerConfig::default());
+        sim.add_node(1, 1.0);
+        sim.add_node(2, 1.0);
+        sim.run(2.5);
+        sim.event(Event::JobPaused { paused: true });
+        // The frames being rendered finish; nothing else starts.
+        sim.run(10.0);
+        let done = sim.scheduler.done_count();
+        assert!((4..=8).contains(&done), "{done} frames done while paused");
+        sim.run(30.0);
+        assert_eq!(
+            sim.scheduler.done_count(),
+            done,
+            "nothing starts while paused"
+        );
+        sim.event(Event::JobPaused { paused: false });
+        sim.run(100.0);
+        sim.assert_each_frame_written_once();
+        assert!(sim.scheduler.is_finished());
     }
 
     #[test]

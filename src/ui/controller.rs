@@ -635,12 +635,32 @@ impl ControllerApp {
                     .desired_width(ui.available_width().min(400.0))
                     .text(format!("{done} / {total} frames")),
             );
-            if self.job_running() && ui.button("Cancel").clicked() {
-                self.send(BridgeCommand::Engine(EngineCommand::Cancel));
+            if self.job_running() {
+                let paused = self.state.progress.as_ref().is_some_and(|p| p.paused);
+                let (label, hint) = if paused {
+                    ("Resume", "Hand out frames again")
+                } else {
+                    (
+                        "Pause",
+                        "Start no new frame; the frames being rendered finish",
+                    )
+                };
+                if ui.button(label).on_hover_text(hint).clicked() {
+                    self.send(BridgeCommand::Engine(EngineCommand::SetPaused(!paused)));
+                }
+                if ui.button("Cancel").clicked() {
+                    self.send(BridgeCommand::Engine(EngineCommand::Cancel));
+                }
             }
         });
         if let Some(progress) = &self.state.progress {
             let eta = progress.eta_secs.map_or_else(|| "–".to_string(), clock);
+            if progress.paused {
+                ui.colored_label(
+                    palette::WARNING,
+                    "Paused: no new frame starts; the frames being rendered finish",
+                );
+            }
             ui.label(format!(
                 "Elapsed {}   ETA {}   {:.1} frames/min{}",
                 clock(progress.elapsed_secs),

@@ -254,6 +254,7 @@ mod tests {
             elapsed_secs: 2.0,
             eta_secs: Some(4.0),
             frames_per_minute: 30.0,
+            paused: false,
         }));
 
         let names: Vec<&str> = state
