@@ -12,7 +12,9 @@ script never runs and OUT.json is never written). The script writes one JSON
 object to OUT.json, not to stdout, so nothing Blender prints can be mistaken
 for it:
 
-    {"scene": "Scene", "frame_start": 1, ..., "engine": "CYCLES", ...}
+    {"scene": "Scene", "frame_start": 1, ..., "engine": "CYCLES", ...,
+     "dependencies": [{"kind": "image", "name": "wood", "path": "//tex/wood.png",
+                       "files": ["/abs/tex/wood.png"]}, ...]}
     {"error": "..."}   (when reading the scene failed)
 
 It reports facts only; herd turns them into warnings. The engine is the one
@@ -23,6 +25,8 @@ Blender's output.
 """
 
 import json
+import os
+import re
 import sys
 import traceback
 
@@ -69,6 +73,130 @@ def describe(scene):
     }
 
 
+def absolute(raw, library=None):
+    """The absolute path Blender reads `raw` from (`//` is the folder of the
+    .blend, or of the library the data comes from; Windows backslashes are
+    read as slashes, as Blender does)."""
+    return os.path.normpath(bpy.path.abspath(raw.replace("\\", "/"), library=library))
+
+
+def sequence_files(path):
+    """The files of a numbered image sequence whose first file is `path`
+    (frame_0001.png -> frame_0001.png, frame_0002.png, ...)."""
+    folder, name = os.path.split(path)
+    match = re.match(r"^(.*?)(\d+)(\.[^.]*)?$", name)
+    if not match:
+        return [path]
+    prefix, suffix = match.group(1), match.group(3) or ""
+    pattern = re.compile(re.escape(prefix) + r"\d+" + re.escape(suffix) + "$")
+    try:
+        names = sorted(n for n in os.listdir(folder) if pattern.match(n))
+    except OSError:
+        return [path]
+    return [os.path.join(folder, n) for n in names] or [path]
+
+
+def tile_files(image, path):
+    """The files of a UDIM tile set: one per tile of the image."""
+    files = []
+    for tile in image.tiles:
+        number = tile.number
+        u, v = (number - 1001) % 10 + 1, (number - 1001) // 10 + 1
+        files.append(path.replace("<UDIM>", str(number)).replace("<UVTILE>", f"u{u}_v{v}"))
+    return files or [path]
+
+
+def folder_files(folder):
+    """Every file under `folder` (a cache), or the folder itself when it is
+    missing, so that it is reported."""
+    files = []
+    for root, _dirs, names in os.walk(folder):
+        files.extend(os.path.join(root, n) for n in sorted(names))
+    return files or [folder]
+
+
+def dependencies(blend_path):
+    """The files outside the .blend that rendering it reads, by data-block.
+    Packed files are inside the .blend and are not listed."""
+    found = []
+
+    def add(kind, name, raw, files):
+        found.append({"kind": kind, "name": name, "path": raw, "files": files})
+
+    for image in bpy.data.images:
+        if image.packed_file or image.source not in {"FILE", "SEQUENCE", "TILED", "MOVIE"}:
+            continue
+        if not image.filepath or any(tile.packed_file for tile in getattr(image, "packed_files", [])):
+            continue
+        path = absolute(image.filepath, image.library)
+        if image.source == "TILED" or "<UDIM>" in path or "<UVTILE>" in path:
+            files = tile_files(image, path)
+        elif image.source == "SEQUENCE":
+            files = sequence_files(path)
+        else:
+            files = [path]
+        add("image", image.name, image.filepath, files)
+    for library in bpy.data.libraries:
+        if library.packed_file:
+            continue
+        add("library", library.name, library.filepath, [absolute(library.filepath, library.parent)])
+    for clip in bpy.data.movieclips:
+        path = absolute(clip.filepath, clip.library)
+        files = sequence_files(path) if clip.source == "SEQUENCE" else [path]
+        add("movie clip", clip.name, clip.filepath, files)
+    for sound in bpy.data.sounds:
+        if not sound.packed_file and sound.filepath:
+            add("sound", sound.name, sound.filepath, [absolute(sound.filepath, sound.library)])
+    for font in bpy.data.fonts:
+        if not font.packed_file and font.filepath and font.filepath != "<builtin>":
+            add("font", font.name, font.filepath, [absolute(font.filepath, font.library)])
+    for volume in getattr(bpy.data, "volumes", []):
+        if volume.packed_file or not volume.filepath:
+            continue
+        path = absolute(volume.filepath, volume.library)
+        files = sequence_files(path) if volume.is_sequence else [path]
+        add("volume", volume.name, volume.filepath, files)
+    for cache in bpy.data.cache_files:
+        add("cache file", cache.name, cache.filepath, [absolute(cache.filepath, cache.library)])
+    # Point caches baked to disk: blendcache_<name>/ beside the .blend, or
+    # their own folder when "external"; fluid domains keep theirs.
+    blendcache = os.path.join(
+        os.path.dirname(blend_path),
+        "blendcache_" + os.path.splitext(os.path.basename(blend_path))[0],
+    )
+    cache_folders = {}
+    for obj in bpy.data.objects:
+        caches = [(psys.name, psys.point_cache) for psys in obj.particle_systems]
+        for modifier in obj.modifiers:
+            cache = getattr(modifier, "point_cache", None)
+            if cache is not None:
+                caches.append((modifier.name, cache))
+            domain = getattr(modifier, "domain_settings", None)
+            if modifier.type == "FLUID" and modifier.fluid_type == "DOMAIN" and domain:
+                folder = absolute(domain.cache_directory or "", obj.library)
+                # No folder: nothing baked, Blender simulates while rendering.
+                if domain.cache_directory and os.path.isdir(folder):
+                    cache_folders.setdefault(folder, (obj.name + " fluid cache", domain.cache_directory))
+        for name, cache in caches:
+            if cache.use_external and cache.filepath:
+                folder = absolute(cache.filepath, obj.library)
+                cache_folders.setdefault(folder, (f"{obj.name} {name}", cache.filepath))
+            elif cache.use_disk_cache and cache.is_baked:
+                cache_folders.setdefault(blendcache, (f"{obj.name} {name}", "//" + os.path.basename(blendcache)))
+    for folder, (name, raw) in cache_folders.items():
+        add("cache", name, raw, folder_files(folder))
+    scene = bpy.context.scene
+    if scene.sequence_editor:
+        for strip in scene.sequence_editor.sequences_all:
+            if strip.type == "IMAGE":
+                folder = absolute(strip.directory, scene.library)
+                files = [os.path.join(folder, element.filename) for element in strip.elements]
+                add("strip", strip.name, strip.directory, files)
+            elif strip.type == "MOVIE":
+                add("strip", strip.name, strip.filepath, [absolute(strip.filepath, scene.library)])
+    return found
+
+
 def main():
     argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
     if len(argv) != 1:
@@ -76,6 +204,7 @@ def main():
         sys.exit(2)
     try:
         answer = describe(bpy.context.scene)
+        answer["dependencies"] = dependencies(bpy.data.filepath)
     except Exception as error:
         answer = {"error": str(error).strip() or traceback.format_exc()}
     with open(argv[0], "w", encoding="utf-8") as out:

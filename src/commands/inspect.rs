@@ -63,6 +63,27 @@ fn print_summary(info: &SceneInfo) {
     }
     println!("format: {}", info.file_format);
     println!("camera: {}", optional(info.camera.clone()));
+    let files: usize = info.dependencies.iter().map(|d| d.files.len()).sum();
+    println!(
+        "external files: {files} in {} data-blocks{}",
+        info.dependencies.len(),
+        if info.dependencies.is_empty() {
+            ""
+        } else {
+            ":"
+        }
+    );
+    for dependency in &info.dependencies {
+        let count = dependency.files.len();
+        let state = if !dependency.missing.is_empty() {
+            format!("MISSING {} of {count}", dependency.missing.len())
+        } else if count == 1 {
+            "ok".to_string()
+        } else {
+            format!("{count} files")
+        };
+        println!("  {}: {state}", dependency.describe());
+    }
     for warning in &info.warnings {
         println!("warning: {warning}");
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
+use super::deps::Dependency;
 use crate::blender::{self, BlenderError};
 
 /// The inspector script, embedded so the binary is all `herd inspect` needs.
@@ -457,8 +458,20 @@ pub struct SceneInfo {
     pub camera: Option<String>,
     /// Whether Cycles denoising is on; none for other engines.
     pub use_denoising: Option<bool>,
+    /// The files outside the .blend it reads (packed ones are inside).
+    pub dependencies: Vec<Dependency>,
     /// What may stop or change a render, one sentence each.
     pub warnings: Vec<String>,
+}
+
+impl SceneInfo {
+    /// The dependencies with files that are not there.
+    pub fn missing(&self) -> Vec<&Dependency> {
+        self.dependencies
+            .iter()
+            .filter(|dependency| !dependency.missing.is_empty())
+            .collect()
+    }
 }
 
 /// What `assets/inspect.py` writes.
@@ -479,6 +492,8 @@ struct ScriptReport {
     use_denoising: Option<bool>,
     denoiser_available: Option<bool>,
     blender_version: String,
+    #[serde(default)]
+    dependencies: Vec<Dependency>,
 }
 
 /// Reads `file`'s scene with the Blender at `blender`: checks the header
@@ -616,7 +631,29 @@ fn scene_info(
             "Cycles denoising is on: nodes whose Blender is built without OpenImageDenoiser (Debian's is) fail to render it".to_string()
         });
     }
+    let mut dependencies = report.dependencies;
+    for dependency in &mut dependencies {
+        dependency.check();
+        if !dependency.missing.is_empty() {
+            let files: Vec<String> = dependency
+                .missing
+                .iter()
+                .map(|file| file.display().to_string())
+                .collect();
+            warnings.push(format!(
+                "missing {}: {} not found; it renders without it (magenta for a texture): put the file back or fix the path in Blender (File > External Data > Report Missing Files)",
+                dependency.describe(),
+                files.join(", ")
+            ));
+        } else if dependency.is_absolute() {
+            warnings.push(format!(
+                "{} uses an absolute path: herd sends it along, but the .blend works only on this machine; File > External Data > Make Paths Relative fixes that",
+                dependency.describe()
+            ));
+        }
+    }
     SceneInfo {
+        dependencies,
         file,
         saved_by: header.version.to_string(),
         compression: header.compression,

@@ -8,8 +8,10 @@
 //! - [`output`], [`journal`]: the output folder and the resume log.
 //! - [`watch`]: the servers on the LAN between jobs.
 //! - [`frames`]: frame lists like `1-24,30,40-50x2`.
+//! - [`deps`]: a scene's external files and their place on the nodes.
 //! - [`inspect`]: reading a .blend (header version, scene settings).
 
+pub mod deps;
 pub mod discovery;
 pub mod engine;
 pub mod frames;

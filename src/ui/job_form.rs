@@ -139,6 +139,7 @@ pub(crate) mod tests {
             file_format: "PNG".into(),
             fps: 24.0,
             camera: Some("Camera".into()),
+            dependencies: Vec::new(),
             use_denoising: Some(false),
             warnings: Vec::new(),
         }
