@@ -77,12 +77,10 @@ pub fn parse_frames(list: &str) -> Result<Vec<i32>, FrameListError> {
         if frames.len() as i64 + count > MAX_FRAMES as i64 {
             return Err(fail(format!("more than {MAX_FRAMES} frames")));
         }
-        let mut frame = start;
-        while frame <= end {
-            // In range: checked against FRAME_RANGE above.
-            frames.push(frame as i32);
-            frame += step;
-        }
+        // Counting steps, not adding them: `start + step` past `end` can
+        // overflow (`1x9223372036854775807`), `start + i * step` up to
+        // `count` cannot. In range: checked against FRAME_RANGE above.
+        frames.extend((0..count).map(|i| (start + i * step) as i32));
     }
     frames.sort_unstable();
     frames.dedup();
@@ -124,6 +122,22 @@ mod tests {
         assert_eq!(parse_frames("-3--1").unwrap(), vec![-3, -2, -1]);
         assert_eq!(parse_frames("-2-1").unwrap(), vec![-2, -1, 0, 1]);
         assert_eq!(parse_frames("1-24,30,40-50x2").unwrap().len(), 24 + 1 + 6);
+    }
+
+    #[test]
+    fn steps_past_the_end_do_not_overflow() {
+        // The last step used to be added past the end anyway, which
+        // overflowed: a panic in debug builds, frames -1 and 0 in release.
+        assert_eq!(parse_frames("1x9223372036854775807").unwrap(), vec![1]);
+        assert_eq!(
+            parse_frames("-5-1048574x9223372036854775807").unwrap(),
+            vec![-5]
+        );
+        assert_eq!(parse_frames("1-10x1000000000000").unwrap(), vec![1]);
+        assert_eq!(
+            parse_frames("1048570-1048574x3").unwrap(),
+            vec![1048570, 1048573]
+        );
     }
 
     #[test]
