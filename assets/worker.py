@@ -7,7 +7,8 @@ JSON object per line, answering each with one JSON object per line. Blender's
 own printing goes to stdout/stderr and never mixes with this channel.
 
 Commands:
-    {"cmd": "load", "path": "/abs/file.blend", "allow_scripts": false}
+    {"cmd": "load", "path": "/abs/file.blend", "allow_scripts": false,
+     "jail": "/abs/job/folder"}
     {"cmd": "render", "frame": 1, "output": "/abs/out/frame", "overrides": {...}}
     {"cmd": "quit"}
 
@@ -23,6 +24,7 @@ lines on stdout ("Fra:1 ... | Sample 3/16"), which Blender flushes line by line.
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -75,6 +77,77 @@ def restore_settings(scene):
         scene.eevee.taa_render_samples = ORIGINAL["eevee_samples"]
 
 
+def inside(jail, path):
+    """Where `path` (as Blender resolves it) is read from in the job folder:
+    itself when it is inside, else the same absolute path under the folder
+    (/mnt/tex/a.png -> JAIL/mnt/tex/a.png, D:/tex/a.png -> JAIL/D/tex/a.png),
+    as herd laid the files out. Nothing outside the folder is ever read."""
+    path = path.replace("\\", "/")
+    if path.startswith("//"):
+        return None
+    resolved = os.path.normpath(path)
+    if resolved == jail or resolved.startswith(jail + "/"):
+        return None
+    drive = re.match(r"^([A-Za-z]):/(.*)$", resolved)
+    key = drive.group(1) + "/" + drive.group(2) if drive else resolved.lstrip("/")
+    parts = [part for part in key.split("/") if part not in ("", ".", "..")]
+    return os.path.join(jail, *parts)
+
+
+def relink(jail):
+    """Points the scene's files inside `jail`. Relative paths resolve there
+    already (the .blend sits where it sat on the artist's machine); absolute
+    ones, and relative ones that climb out, are moved in. File Output nodes
+    write under the folder too."""
+    jail = os.path.normpath(jail)
+    missing = []
+
+    def point(owner, attribute, kind):
+        raw = getattr(owner, attribute)
+        if not raw or raw == "<builtin>":
+            return
+        resolved = os.path.normpath(bpy.path.abspath(raw.replace("\\", "/")))
+        target = inside(jail, resolved)
+        if target is not None:
+            setattr(owner, attribute, target)
+            resolved = target
+        if "<UDIM>" not in resolved and "<UVTILE>" not in resolved and not os.path.exists(resolved):
+            missing.append(f"{kind} '{owner.name}': {raw}")
+
+    for image in bpy.data.images:
+        if image.library is None and not image.packed_file and image.source in {"FILE", "SEQUENCE", "TILED", "MOVIE"}:
+            point(image, "filepath", "image")
+    for collection, kind in ((bpy.data.movieclips, "movie clip"), (bpy.data.sounds, "sound"),
+                             (bpy.data.fonts, "font"), (getattr(bpy.data, "volumes", []), "volume"),
+                             (bpy.data.cache_files, "cache file")):
+        for block in collection:
+            if block.library is None and not getattr(block, "packed_file", None):
+                point(block, "filepath", kind)
+    for library in bpy.data.libraries:
+        if library.parent is None and not library.packed_file:
+            before = library.filepath
+            point(library, "filepath", "library")
+            if library.filepath != before:
+                library.reload()
+    for obj in bpy.data.objects:
+        if obj.library is not None:
+            continue
+        for modifier in obj.modifiers:
+            domain = getattr(modifier, "domain_settings", None)
+            if modifier.type == "FLUID" and modifier.fluid_type == "DOMAIN" and domain:
+                target = inside(jail, os.path.normpath(bpy.path.abspath(domain.cache_directory or "//")))
+                if target is not None:
+                    domain.cache_directory = target
+    for scene in bpy.data.scenes:
+        tree = scene.node_tree if scene.use_nodes else None
+        for node in tree.nodes if tree else []:
+            if node.type == "OUTPUT_FILE":
+                node.base_path = os.path.join(jail, "file_output", node.name)
+    for line in missing:
+        print(f"herd: not on this node: {line}")
+    return missing
+
+
 def load(command):
     started = time.monotonic()
     ORIGINAL.clear()
@@ -83,6 +156,9 @@ def load(command):
         load_ui=False,
         use_scripts=bool(command.get("allow_scripts", False)),
     )
+    jail = command.get("jail")
+    if jail:
+        relink(jail)
     remember_settings(bpy.context.scene)
     return {
         "event": "loaded",

@@ -425,6 +425,8 @@ enum WorkerCommand<'a> {
     Load {
         path: &'a Path,
         allow_scripts: bool,
+        /// Every file Blender reads is pointed inside this folder.
+        jail: &'a Path,
     },
     Render {
         frame: i32,
@@ -568,12 +570,15 @@ impl Worker {
         Arc::clone(&self.log)
     }
 
-    /// Loads `path`, replacing the scene that was loaded.
-    pub async fn load(&mut self, path: &Path) -> Result<Loaded, BlenderError> {
+    /// Loads `path`, replacing the scene that was loaded, and points every
+    /// file the scene reads inside `jail` (the job's folder): absolute paths
+    /// go to the same place under it, and nothing outside it is read.
+    pub async fn load(&mut self, path: &Path, jail: &Path) -> Result<Loaded, BlenderError> {
         self.loaded = None;
         let command = WorkerCommand::Load {
             path,
             allow_scripts: self.allow_scripts,
+            jail,
         };
         match self.request(&command).await? {
             WorkerAnswer::Loaded(loaded) => {

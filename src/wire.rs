@@ -126,6 +126,9 @@ pub struct NodeInfo {
     pub frames_rendered: u64,
     /// Seconds since the node started.
     pub uptime_secs: f64,
+    /// Bytes of files uploaded to it and kept since it started.
+    #[serde(default)]
+    pub blob_bytes_received: u64,
 }
 
 /// The frame a node is working on.
@@ -201,6 +204,127 @@ pub struct RenderRequest {
     /// Changes to the file's own settings.
     #[serde(default)]
     pub overrides: Overrides,
+    /// SHA-256 of the job's [`Manifest`], uploaded as a blob: the .blend's
+    /// place in the job's folder and the other files it reads. None: the
+    /// .blend alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+}
+
+/// Files in a manifest, at most.
+pub const MANIFEST_MAX_FILES: usize = 1_000_000;
+
+/// The files of a job besides its .blend, laid out in a folder of the job's
+/// own on each node (see `controller::deps`). Sent as a blob (JSON) and
+/// named by render requests, so thousands of frames share one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Where the .blend goes in the job's folder, e.g. `home/ann/shot/a.blend`.
+    pub blend_path: String,
+    /// The other files.
+    pub files: Vec<ManifestFile>,
+}
+
+/// One file of a [`Manifest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestFile {
+    /// Its place in the job's folder, e.g. `home/ann/shot/tex/wood.png`.
+    pub path: String,
+    /// SHA-256 of its content, a blob on the node.
+    pub blob: String,
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not JSON, or not a manifest's fields.
+    #[error("the job's manifest is not valid: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A path that could leave the job's folder or cannot be a file name.
+    #[error(
+        "the job's manifest names an unsafe path {0:?}: paths are relative, with plain parts only (no '..', '.', empty parts or backslashes)"
+    )]
+    UnsafePath(String),
+    /// Not a SHA-256 in lowercase hex.
+    #[error("the job's manifest names {0:?}, which is not a SHA-256 in lowercase hex")]
+    BadHash(String),
+    /// Two files in one place, or a file where a folder must be.
+    #[error("the job's manifest puts two files at {0:?}")]
+    Clash(String),
+    /// More files than [`MANIFEST_MAX_FILES`].
+    #[error("the job's manifest lists {0} files, more than {MANIFEST_MAX_FILES}")]
+    TooMany(usize),
+}
+
+impl Manifest {
+    /// Reads and checks a manifest; never panics, whatever the bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let manifest: Self = serde_json::from_slice(bytes)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Checks every path is a safe place in the job's folder (see
+    /// [`is_safe_job_path`]), every blob a hash, and that no two files
+    /// clash (the same path, or a file where another needs a folder).
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.files.len() > MANIFEST_MAX_FILES {
+            return Err(ManifestError::TooMany(self.files.len()));
+        }
+        let mut paths: Vec<&str> = Vec::with_capacity(self.files.len() + 1);
+        paths.push(&self.blend_path);
+        for file in &self.files {
+            if !is_hash(&file.blob) {
+                return Err(ManifestError::BadHash(file.blob.clone()));
+            }
+            paths.push(&file.path);
+        }
+        for path in &paths {
+            if !is_safe_job_path(path) {
+                return Err(ManifestError::UnsafePath((*path).to_string()));
+            }
+        }
+        // Sorted, a clash sits next to what it clashes with: "a" before
+        // "a/b" ('/' sorts before the other characters of a name... or
+        // after some: compare with every later path sharing the prefix).
+        paths.sort_unstable();
+        for (index, path) in paths.iter().enumerate() {
+            for later in &paths[index + 1..] {
+                if !later.starts_with(path) {
+                    break;
+                }
+                if later.len() == path.len() || later.as_bytes()[path.len()] == b'/' {
+                    return Err(ManifestError::Clash((*later).to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every blob it names, the .blend's excluded.
+    pub fn blobs(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().map(|file| file.blob.as_str())
+    }
+}
+
+/// Whether `hash` is a SHA-256 in lowercase hex.
+pub fn is_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `path` is a safe place in a job's folder: relative, plain parts
+/// only (no `..`, `.`, empty parts or backslashes), no NUL, at most 4096
+/// bytes. Nodes refuse anything else, whoever sent it.
+pub fn is_safe_job_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 4096
+        && !path.contains(['\0', '\\'])
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 /// Why a `POST /api/v1/renders` body was refused; the message says what to fix.

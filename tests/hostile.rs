@@ -228,6 +228,7 @@ fn fake_info() -> NodeInfo {
         queued: 0,
         frames_rendered: 0,
         uptime_secs: 1.0,
+        blob_bytes_received: 0,
     }
 }
 

@@ -15,9 +15,9 @@ use herd::controller::engine::{
     NodeStatus, NodeView, Outcome,
 };
 use herd::controller::frames::parse_frames;
-use herd::controller::inspect;
 use herd::controller::output::{OutputDir, format_from_blender};
 use herd::controller::scheduler::SchedulerConfig;
+use herd::controller::{deps, inspect};
 use herd::node::NodeConfig;
 use herd::wire::{ImageFormat, Overrides};
 
@@ -47,6 +47,10 @@ pub struct RenderArgs {
     /// Render frames again even when a valid image is in the output folder.
     #[arg(long)]
     pub overwrite: bool,
+    /// Render even when files the scene reads are missing (a missing
+    /// texture renders magenta).
+    #[arg(long)]
+    pub allow_missing: bool,
     /// Print one JSON event per line instead of a progress bar.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +83,25 @@ async fn render(
     local: Option<Arc<LocalNode>>,
 ) -> Result<()> {
     let scene = inspect::inspect(blender_path, &args.file).await?;
+    let missing = scene.missing();
+    if !missing.is_empty() && !args.allow_missing {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|dependency| {
+                let files: Vec<String> = dependency
+                    .missing
+                    .iter()
+                    .map(|file| file.display().to_string())
+                    .collect();
+                format!("  {}: {}", dependency.describe(), files.join(", "))
+            })
+            .collect();
+        bail!(
+            "{} reads files that are missing:\n{}\nThey would render without them (a missing texture comes out magenta). Put them back or fix the paths in Blender (File > External Data > Report Missing Files), or pass --allow-missing to render anyway.",
+            args.file.display(),
+            list.join("\n")
+        );
+    }
     let frames = match &args.frames {
         Some(list) => parse_frames(list)?,
         None => {
@@ -131,6 +154,7 @@ async fn render(
     });
     let spec = JobSpec {
         blend: args.file.clone(),
+        files: deps::files_to_send(&scene.dependencies),
         frames,
         output_dir,
         format,

@@ -10,7 +10,7 @@
 //! node as it did on the artist's machine, and the node rewrites only the
 //! absolute ones (see `assets/worker.py`).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -101,21 +101,6 @@ pub fn job_key(path: &Path) -> Option<String> {
     (!key.is_empty()).then_some(key)
 }
 
-/// Whether `key` is a safe place in a job's folder: relative, plain
-/// components only (no `..`, `.`, empty parts or backslashes), no NUL, at
-/// most 4096 bytes. The node refuses anything else, whatever sent it.
-pub fn is_safe_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 4096
-        && !key.contains(['\0', '\\'])
-        && Path::new(key)
-            .components()
-            .all(|component| matches!(component, Component::Normal(_)))
-        && key
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,7 +125,16 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_safe_job_paths() {
+        for path in ["/home/ann/tex/wood.png", "D:\\a\\b.png", "/x/../y/./z"] {
+            let key = job_key(Path::new(path)).unwrap();
+            assert!(crate::wire::is_safe_job_path(&key), "{key}");
+        }
+    }
+
+    #[test]
     fn only_plain_relative_keys_are_safe() {
+        use crate::wire::is_safe_job_path as is_safe_key;
         for good in ["a.png", "home/ann/tex/wood.png", "D/Dev/a b.png"] {
             assert!(is_safe_key(good), "{good}");
         }

@@ -19,17 +19,21 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::deps;
 use super::discovery;
 use super::frames::format_frames;
 use super::journal::{JobRecord, Journal};
 use super::output::OutputDir;
-use super::remote::{self, FromNode, JobContext, Report, ToNode};
+use super::remote::{self, Blob, BlobSource, FromNode, JobContext, Report, ToNode};
 use super::scheduler::{
     Decision, Event, FrameIndex, FrameState, NodeId, Scheduler, SchedulerConfig,
 };
 use crate::lan;
 use crate::node::{self, Node, NodeConfig};
-use crate::wire::{Datagram, ImageFormat, MAX_DATAGRAM_BYTES, NodeInfo, NodeState, Overrides};
+use crate::wire::{
+    Datagram, ImageFormat, MAX_DATAGRAM_BYTES, Manifest, ManifestFile, NodeInfo, NodeState,
+    Overrides,
+};
 
 /// Checks whether a node can render the job (e.g. its Blender can open the
 /// file); the error says why not.
@@ -40,6 +44,10 @@ pub type NodeCheck = Arc<dyn Fn(&NodeInfo) -> Result<(), String> + Send + Sync>;
 pub struct JobSpec {
     /// The .blend.
     pub blend: PathBuf,
+    /// The files it reads (textures, libraries, caches...), absolute paths
+    /// that exist: each is sent once to each node and laid out beside the
+    /// .blend as on this machine (see [`super::deps`]).
+    pub files: Vec<PathBuf>,
     /// Frame numbers, in render order.
     pub frames: Vec<i32>,
     /// Output folder.
@@ -505,6 +513,7 @@ async fn run(
     std::fs::create_dir_all(&output.dir).map_err(output_error)?;
     output.remove_stale_temps();
     let (blob, blob_bytes) = hash_file(&spec.blend).await?;
+    let (blobs, manifest) = job_blobs(&spec, &blob, blob_bytes).await?;
     let record = JobRecord {
         blob: blob.clone(),
         frames: format_frames(&spec.frames),
@@ -543,9 +552,9 @@ async fn run(
         .build()
         .map_err(|err| EngineError::Local(format!("cannot build the HTTP client: {err}")))?;
     let ctx = Arc::new(JobContext {
-        blend: spec.blend.clone(),
         blob,
-        blob_bytes,
+        blobs,
+        manifest,
         overrides: spec.overrides.clone(),
         output,
         expected_size: spec.expected_size,
@@ -628,6 +637,68 @@ async fn run(
         }
     }
     Ok(job.finish().await)
+}
+
+/// Everything a node needs besides the .blend: the files the scene reads
+/// and the manifest that places them; returns every blob to send (the
+/// .blend last) and the manifest's hash.
+async fn job_blobs(
+    spec: &JobSpec,
+    blend_hash: &str,
+    blend_bytes: u64,
+) -> Result<(Vec<Blob>, Option<String>), EngineError> {
+    let blend = Blob {
+        hash: blend_hash.to_string(),
+        bytes: blend_bytes,
+        source: BlobSource::File(spec.blend.clone()),
+    };
+    if spec.files.is_empty() {
+        return Ok((vec![blend], None));
+    }
+    let blend_abs = std::path::absolute(&spec.blend).map_err(|source| EngineError::Blend {
+        path: spec.blend.clone(),
+        source,
+    })?;
+    let placed = |path: &std::path::Path| {
+        deps::job_key(path).ok_or_else(|| EngineError::Blend {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("not an absolute path herd can place on the nodes"),
+        })
+    };
+    let mut blobs = Vec::with_capacity(spec.files.len() + 2);
+    let mut files = Vec::with_capacity(spec.files.len());
+    for path in &spec.files {
+        let (hash, bytes) = hash_file(path).await?;
+        files.push(ManifestFile {
+            path: placed(path)?,
+            blob: hash.clone(),
+        });
+        if !blobs.iter().any(|blob: &Blob| blob.hash == hash) {
+            blobs.push(Blob {
+                hash,
+                bytes,
+                source: BlobSource::File(path.clone()),
+            });
+        }
+    }
+    let manifest = Manifest {
+        blend_path: placed(&blend_abs)?,
+        files,
+    };
+    manifest.validate().map_err(|err| EngineError::Blend {
+        path: spec.blend.clone(),
+        source: std::io::Error::other(err.to_string()),
+    })?;
+    let json = serde_json::to_vec(&manifest)
+        .map_err(|err| EngineError::Local(format!("cannot write the job's manifest: {err}")))?;
+    let hash = hex::encode(Sha256::digest(&json));
+    blobs.push(Blob {
+        hash: hash.clone(),
+        bytes: json.len() as u64,
+        source: BlobSource::Memory(bytes::Bytes::from(json)),
+    });
+    blobs.push(blend);
+    Ok((blobs, Some(hash)))
 }
 
 async fn hash_file(path: &std::path::Path) -> Result<(String, u64), EngineError> {

@@ -24,12 +24,13 @@ use crate::wire::{NodeState, Overrides, RenderChanges, RenderState, RenderStatus
 /// What every node task of a job shares.
 #[derive(Debug)]
 pub struct JobContext {
-    /// The .blend on the controller.
-    pub blend: PathBuf,
-    /// Its SHA-256.
+    /// SHA-256 of the .blend.
     pub blob: String,
-    /// Its size in bytes.
-    pub blob_bytes: u64,
+    /// Every blob a node needs for the job: the files the scene reads, the
+    /// manifest and the .blend (last).
+    pub blobs: Vec<Blob>,
+    /// SHA-256 of the job's manifest, when the scene reads files.
+    pub manifest: Option<String>,
     /// Overrides of the file's settings.
     pub overrides: Overrides,
     /// Where frames go.
@@ -45,6 +46,39 @@ pub struct JobContext {
     /// How long a node may fail to answer before it counts as lost.
     pub loss_timeout: Duration,
 }
+
+/// A blob to send to the nodes.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// SHA-256.
+    pub hash: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Where its bytes are.
+    pub source: BlobSource,
+}
+
+/// Where a blob's bytes are.
+#[derive(Debug, Clone)]
+pub enum BlobSource {
+    /// A file on the controller.
+    File(PathBuf),
+    /// In memory (the manifest).
+    Memory(bytes::Bytes),
+}
+
+impl BlobSource {
+    /// What it is, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Memory(_) => "the job's manifest".into(),
+        }
+    }
+}
+
+/// Blobs sent to one node at once.
+const UPLOADS_IN_FLIGHT: usize = 4;
 
 impl JobContext {
     /// A request to `path` under the node's `/api/v1/`, with the token.
@@ -321,8 +355,17 @@ impl Task {
     }
 
     /// Sends the .blend unless the node has it.
+    /// Sends the node every blob of the job it does not have (HEAD first),
+    /// a few at a time.
     async fn upload(&self) -> Result<(), Upload> {
-        let path = format!("blobs/{}", self.ctx.blob);
+        use futures_util::stream::{self, TryStreamExt};
+        stream::iter(self.ctx.blobs.iter().map(Ok))
+            .try_for_each_concurrent(UPLOADS_IN_FLIGHT, |blob| self.upload_blob(blob))
+            .await
+    }
+
+    async fn upload_blob(&self, blob: &Blob) -> Result<(), Upload> {
+        let path = format!("blobs/{}", blob.hash);
         let head = self
             .request(reqwest::Method::HEAD, &path)
             .timeout(self.ctx.loss_timeout)
@@ -345,17 +388,20 @@ impl Task {
                 )));
             }
         }
-        let file = tokio::fs::File::open(&self.ctx.blend)
-            .await
-            .map_err(|err| {
-                Upload::Refused(format!("cannot read {}: {err}", self.ctx.blend.display()))
-            })?;
+        let body = match &blob.source {
+            BlobSource::File(file_path) => {
+                let file = tokio::fs::File::open(file_path).await.map_err(|err| {
+                    Upload::Refused(format!("cannot read {}: {err}", file_path.display()))
+                })?;
+                reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file))
+            }
+            BlobSource::Memory(bytes) => reqwest::Body::from(bytes.clone()),
+        };
         // Generous: a slow link still gets 1 MB/s, and never less than a minute.
-        let limit = Duration::from_secs(60 + self.ctx.blob_bytes / 1_000_000);
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let limit = Duration::from_secs(60 + blob.bytes / 1_000_000);
         let response = self
             .request(reqwest::Method::PUT, &path)
-            .header(reqwest::header::CONTENT_LENGTH, self.ctx.blob_bytes)
+            .header(reqwest::header::CONTENT_LENGTH, blob.bytes)
             .body(body)
             .timeout(limit)
             .send()
@@ -373,8 +419,9 @@ impl Task {
             let status = response.status();
             let body: Value = response.json().await.unwrap_or(Value::Null);
             Err(Upload::Refused(format!(
-                "{} refused the .blend ({status}): {}",
+                "{} refused {} ({status}): {}",
                 self.uri,
+                blob.source.describe(),
                 body["error"].as_str().unwrap_or("no reason given")
             )))
         }
@@ -385,6 +432,7 @@ impl Task {
             ToNode::Assign { frame, number } => {
                 let body = serde_json::json!({
                     "blob": self.ctx.blob,
+                    "manifest": self.ctx.manifest,
                     "frame": number,
                     "overrides": self.ctx.overrides,
                 });

@@ -353,6 +353,7 @@ mod tests {
             queued: 0,
             frames_rendered: 0,
             uptime_secs: 1.0,
+            blob_bytes_received: 0,
         }
     }
 

@@ -18,7 +18,10 @@ use subtle::ConstantTimeEq;
 
 use super::Node;
 use super::blobs::{BlobError, PutOutcome, is_valid_hash};
-use crate::wire::{ErrorBody, NodeInfo, RenderChanges, RenderCreated, RenderRequest, RenderStatus};
+use super::renders::JobInput;
+use crate::wire::{
+    ErrorBody, Manifest, NodeInfo, RenderChanges, RenderCreated, RenderRequest, RenderStatus,
+};
 
 /// Largest JSON body the API reads.
 const JSON_LIMIT_BYTES: usize = 64 * 1024;
@@ -239,10 +242,68 @@ async fn create_render(
     })?;
     let request =
         RenderRequest::from_json(&body).map_err(|err| ApiError::BadRequest(err.to_string()))?;
-    let pin = node.blobs.pin(&request.blob)?;
+    let input = job_input(&node, &request).await?;
     let id = node
-        .update(|renders| renders.enqueue(pin, request.frame, request.overrides, &node.shutdown));
+        .update(|renders| renders.enqueue(input, request.frame, request.overrides, &node.shutdown));
     Ok((StatusCode::CREATED, Json(RenderCreated { id })))
+}
+
+/// Largest manifest read, in bytes (about a million files).
+const MANIFEST_LIMIT_BYTES: u64 = 256 << 20;
+
+/// Pins a render's blobs and lays out its job folder (once per job).
+async fn job_input(node: &Arc<Node>, request: &RenderRequest) -> ApiResult<JobInput> {
+    let mut pins = vec![node.blobs.pin(&request.blob)?];
+    let manifest = match &request.manifest {
+        None => None,
+        Some(hash) => {
+            let pin = node.blobs.pin(hash)?;
+            let path = pin.path();
+            pins.push(pin);
+            Some((hash.clone(), path))
+        }
+    };
+    let blend_hash = request.blob.clone();
+    let worker_node = Arc::clone(node);
+    let folder = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+        let node = worker_node;
+        let manifest = match manifest {
+            None => None,
+            Some((hash, path)) => Some((hash, read_manifest(&path)?)),
+        };
+        // The files are pinned while they are linked into the folder; the
+        // links keep them after that, whatever the blob cache evicts.
+        let _pins = manifest
+            .iter()
+            .flat_map(|(_, manifest)| manifest.blobs())
+            .map(|blob| node.blobs.pin(blob))
+            .collect::<Result<Vec<_>, _>>()?;
+        let manifest = manifest.as_ref().map(|(hash, m)| (hash.as_str(), m));
+        node.jobs
+            .lay_out(&node.blobs, &blend_hash, manifest)
+            .map_err(|err| match err.raw_os_error() {
+                Some(28) => ApiError::DiskFull(format!("{err}: free space in the node's work dir")),
+                _ => ApiError::Internal(err.to_string()),
+            })
+    })
+    .await
+    .map_err(|err| ApiError::Internal(format!("laying out the job's files failed: {err}")))??;
+    Ok(JobInput { pins, folder })
+}
+
+/// Reads and checks a manifest blob.
+fn read_manifest(path: &std::path::Path) -> ApiResult<Manifest> {
+    let size = std::fs::metadata(path)
+        .map_err(|err| ApiError::Internal(format!("cannot read the manifest: {err}")))?
+        .len();
+    if size > MANIFEST_LIMIT_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "the job's manifest is {size} bytes, more than {MANIFEST_LIMIT_BYTES}"
+        )));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|err| ApiError::Internal(format!("cannot read the manifest: {err}")))?;
+    Manifest::from_json(&bytes).map_err(|err| ApiError::BadRequest(err.to_string()))
 }
 
 /// Query of `GET /api/v1/renders`.

@@ -92,7 +92,7 @@ pub enum PutOutcome {
 /// Whether `hash` is a SHA-256 in lowercase hex: the only names the store
 /// makes paths from, so no name can point outside it.
 pub fn is_valid_hash(hash: &str) -> bool {
-    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    crate::wire::is_hash(hash)
 }
 
 #[derive(Debug)]
@@ -130,6 +130,8 @@ pub struct BlobStore {
     tmp_dir: PathBuf,
     capacity_bytes: u64,
     index: Mutex<Index>,
+    /// Bytes of the blobs stored since start (uploads that were kept).
+    received_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Keeps a blob from being evicted while a render needs it.
@@ -207,6 +209,7 @@ impl BlobStore {
             tmp_dir,
             capacity_bytes,
             index: Mutex::new(index),
+            received_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         store.evict();
         Ok(store)
@@ -226,7 +229,13 @@ impl BlobStore {
         self.lock().touch(hash)
     }
 
-    /// Bytes stored.
+    /// Bytes of the blobs uploaded and kept since the node started.
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of the blobs held now.
     pub fn total_bytes(&self) -> u64 {
         self.lock().total_bytes
     }
@@ -309,6 +318,8 @@ impl BlobStore {
                 pins: 0,
             });
         }
+        self.received_bytes
+            .fetch_add(size_bytes, std::sync::atomic::Ordering::Relaxed);
         self.evict();
         Ok(PutOutcome::Stored)
     }

@@ -9,9 +9,10 @@ pub mod api;
 pub mod beacon;
 pub mod blobs;
 pub mod http;
+pub mod jobs;
 pub mod launch;
 pub mod renderer;
-mod renders;
+pub mod renders;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,8 @@ pub struct Node {
     pub token: Option<String>,
     /// Folder of rendered frames.
     pub renders_dir: PathBuf,
+    /// Where jobs' files are laid out for Blender.
+    pub jobs: jobs::JobFolders,
     /// The simulated renderer's time per frame, when simulating.
     pub simulate: Option<std::time::Duration>,
     started: Instant,
@@ -116,6 +119,8 @@ impl Node {
             std::fs::remove_dir_all(&renders_dir).map_err(io(&renders_dir))?;
         }
         std::fs::create_dir_all(&renders_dir).map_err(io(&renders_dir))?;
+        let jobs_dir = work_dir.join("jobs");
+        let jobs = jobs::JobFolders::open(jobs_dir.clone()).map_err(io(&jobs_dir))?;
         let (state, _) = watch::channel(NodeState::Idle);
         let (changes, _) = watch::channel(0);
         Ok(Arc::new(Self {
@@ -127,6 +132,7 @@ impl Node {
             access: AccessList::new(config.allow),
             token: config.token,
             renders_dir,
+            jobs,
             simulate: config.simulate,
             started: Instant::now(),
             renders: Mutex::new(Renders::default()),
@@ -225,6 +231,7 @@ impl Node {
             queued: renders.queued_len(),
             frames_rendered: renders.frames_rendered,
             uptime_secs: self.started.elapsed().as_secs_f64(),
+            blob_bytes_received: self.blobs.received_bytes(),
         }
     }
 }

@@ -185,7 +185,7 @@ async fn render(
         node.update_quiet(|renders| {
             renders.set_phase(&job.id, RenderState::Loading, blender.log())
         });
-        if let Err(err) = blender.load(&job.blend).await {
+        if let Err(err) = blender.load(&job.blend, &job.folder).await {
             let secs = load_started.elapsed().as_secs_f64();
             return (Some(secs), Err(load_failure(err, &job.blend)));
         }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::blobs::BlobPin;
+use super::jobs::JobFolder;
 use crate::blender::{OutputLog, lock};
 use crate::wire::{NodeState, Overrides, RenderState, RenderStatus};
 
@@ -25,11 +26,23 @@ struct Render {
     changed: u64,
     overrides: Overrides,
     queued_at: Instant,
-    pin: Option<BlobPin>,
+    /// The blobs it needs (the .blend first) and their folder: held until
+    /// it ends.
+    input: Option<JobInput>,
     cancel: CancellationToken,
     image: Option<PathBuf>,
     thumbnail: Option<PathBuf>,
     log: Option<Arc<Mutex<OutputLog>>>,
+}
+
+/// What a render needs on disk: its blobs, pinned, and the folder they are
+/// laid out in.
+#[derive(Debug)]
+pub struct JobInput {
+    /// The .blend's blob and then the other files'.
+    pub pins: Vec<BlobPin>,
+    /// The job's folder.
+    pub folder: Arc<JobFolder>,
 }
 
 /// What the renderer needs to render one frame.
@@ -37,8 +50,10 @@ struct Render {
 pub struct Job {
     /// Render id.
     pub id: String,
-    /// The .blend on disk.
+    /// The .blend on disk, in its job's folder.
     pub blend: PathBuf,
+    /// The job's folder: Blender is pointed at files inside it only.
+    pub folder: PathBuf,
     /// Frame number.
     pub frame: i32,
     /// Changes to the file's settings.
@@ -84,10 +99,11 @@ pub struct Renders {
 }
 
 impl Renders {
-    /// Queues a render of `frame` of the pinned blob; returns its id.
+    /// Queues a render of `frame` of the job laid out in `input`; returns
+    /// its id.
     pub fn enqueue(
         &mut self,
-        pin: BlobPin,
+        input: JobInput,
         frame: i32,
         overrides: Overrides,
         shutdown: &CancellationToken,
@@ -95,7 +111,11 @@ impl Renders {
         let id = uuid::Uuid::new_v4().to_string();
         let status = RenderStatus {
             id: id.clone(),
-            blob: pin.hash().to_string(),
+            blob: input
+                .pins
+                .first()
+                .map(|pin| pin.hash().to_string())
+                .unwrap_or_default(),
             frame,
             state: RenderState::Queued,
             progress: 0.0,
@@ -114,7 +134,7 @@ impl Renders {
                 status,
                 overrides,
                 queued_at: Instant::now(),
-                pin: Some(pin),
+                input: Some(input),
                 cancel: shutdown.child_token(),
                 image: None,
                 thumbnail: None,
@@ -162,12 +182,14 @@ impl Renders {
         }
         let id = self.queue.pop_front()?;
         let render = self.map.get_mut(&id)?;
-        let blend = render.pin.as_ref()?.path();
+        let folder = &render.input.as_ref()?.folder;
+        let (blend, folder) = (folder.blend.clone(), folder.dir.clone());
         render.status.state = RenderState::Loading;
         render.status.queued_secs = Some(render.queued_at.elapsed().as_secs_f64());
         let job = Job {
             id: id.clone(),
             blend,
+            folder,
             frame: render.status.frame,
             overrides: render.overrides.clone(),
             cancel: render.cancel.clone(),
@@ -275,7 +297,7 @@ impl Renders {
     /// renders beyond the kept number are forgotten.
     fn retire(&mut self, id: &str) {
         if let Some(render) = self.map.get_mut(id) {
-            render.pin = None;
+            render.input = None;
             render.log = None;
         }
         self.finished.push_back(id.to_string());

@@ -76,6 +76,7 @@ impl JobForm {
         let percent = self.resolution_percent;
         Ok(JobSpec {
             blend: scene.file.clone(),
+            files: crate::controller::deps::files_to_send(&scene.dependencies),
             frames,
             output_dir: PathBuf::from(output_dir),
             format: self.format,
