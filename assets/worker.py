@@ -123,12 +123,22 @@ def relink(jail):
         for block in collection:
             if block.library is None and not getattr(block, "packed_file", None):
                 point(block, "filepath", kind)
-    for library in bpy.data.libraries:
-        if library.parent is None and not library.packed_file:
-            before = library.filepath
-            point(library, "filepath", "library")
-            if library.filepath != before:
-                library.reload()
+    # Libraries are read as the file opens, before this runs: one that was
+    # read from outside the folder is read again from inside it, or, when
+    # herd was not sent it, dropped with what it brought.
+    for library in list(bpy.data.libraries):
+        if library.parent is not None or library.packed_file:
+            continue
+        before = library.filepath
+        point(library, "filepath", "library")
+        if library.filepath == before:
+            continue
+        try:
+            if not os.path.isfile(library.filepath):
+                raise RuntimeError("not sent")
+            library.reload()
+        except RuntimeError:
+            bpy.data.libraries.remove(library)
     for obj in bpy.data.objects:
         if obj.library is not None:
             continue
@@ -157,11 +167,11 @@ def load(command):
         use_scripts=bool(command.get("allow_scripts", False)),
     )
     jail = command.get("jail")
-    if jail:
-        relink(jail)
+    missing = relink(jail) if jail else []
     remember_settings(bpy.context.scene)
     return {
         "event": "loaded",
+        "missing": missing,
         "load_secs": time.monotonic() - started,
         "scene": scene_summary(bpy.context.scene),
     }

@@ -375,6 +375,10 @@ pub fn parse_progress(line: &str) -> Option<f32> {
 pub struct Loaded {
     /// Seconds `open_mainfile` took.
     pub load_secs: f64,
+    /// Files the scene reads that are not in the job's folder, e.g.
+    /// `image 'wood': //tex/wood.png`.
+    #[serde(default)]
+    pub missing: Vec<String>,
     /// The scene's own settings.
     pub scene: SceneSummary,
 }
@@ -461,6 +465,8 @@ pub struct Worker {
     allow_scripts: bool,
     /// The .blend currently loaded.
     loaded: Option<PathBuf>,
+    /// Files the loaded scene reads that are not there.
+    missing: Vec<String>,
     /// Blender's version as the worker reported it.
     pub blender_version: String,
 }
@@ -539,6 +545,7 @@ impl Worker {
             frame_timeout: config.frame_timeout,
             allow_scripts: config.allow_scripts,
             loaded: None,
+            missing: Vec::new(),
             blender_version: String::new(),
         };
         match worker.answer(None).await? {
@@ -565,6 +572,11 @@ impl Worker {
         self.loaded.as_deref()
     }
 
+    /// Files the loaded scene reads that are not in its job's folder.
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
     /// Blender's output, shared for progress reports.
     pub fn log(&self) -> Arc<Mutex<OutputLog>> {
         Arc::clone(&self.log)
@@ -583,6 +595,7 @@ impl Worker {
         match self.request(&command).await? {
             WorkerAnswer::Loaded(loaded) => {
                 self.loaded = Some(path.to_path_buf());
+                self.missing.clone_from(&loaded.missing);
                 Ok(loaded)
             }
             other => Err(unexpected(other)),

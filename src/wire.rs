@@ -429,6 +429,10 @@ pub struct RenderStatus {
     pub error: Option<String>,
     /// Blender's last output lines while this render ran.
     pub log_tail: Vec<String>,
+    /// Files the scene reads that this node does not have (not sent, or
+    /// outside the job's folder): rendered without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_files: Vec<String>,
 }
 
 /// `GET /api/v1/renders?since=SEQ&wait_ms=MS`: what changed on the node.

@@ -247,6 +247,7 @@ fn fake_status(id: &str, frame: i32) -> RenderStatus {
         extension: Some("png".into()),
         error: None,
         log_tail: Vec::new(),
+        missing_files: Vec::new(),
     }
 }
 

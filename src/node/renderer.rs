@@ -192,7 +192,11 @@ async fn render(
         loaded_now = true;
     }
     let load_secs = loaded_now.then(|| load_started.elapsed().as_secs_f64());
-    node.update_quiet(|renders| renders.set_phase(&job.id, RenderState::Rendering, blender.log()));
+    let missing = blender.missing().to_vec();
+    node.update_quiet(|renders| {
+        renders.set_missing(&job.id, missing);
+        renders.set_phase(&job.id, RenderState::Rendering, blender.log());
+    });
     let dir = node.renders_dir.join(&job.id);
     if let Err(err) = tokio::fs::create_dir_all(&dir).await {
         let message = format!("cannot create {}: {err}", dir.display());

@@ -127,6 +127,7 @@ impl Renders {
             extension: None,
             error: None,
             log_tail: Vec::new(),
+            missing_files: Vec::new(),
         };
         self.map.insert(
             id.clone(),
@@ -197,6 +198,13 @@ impl Renders {
         self.current = Some(id.clone());
         self.touch(&id);
         Some(job)
+    }
+
+    /// Notes the files the render's scene reads that the node lacks.
+    pub fn set_missing(&mut self, id: &str, missing: Vec<String>) {
+        if let Some(render) = self.map.get_mut(id) {
+            render.status.missing_files = missing;
+        }
     }
 
     /// The current render moved on to `state` (loading or rendering), with

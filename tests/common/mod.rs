@@ -56,6 +56,42 @@ impl NodeProcess {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let command = Self::command(&work_dir, port, extra_args, env);
+        Self::spawn(command, work_dir)
+    }
+
+    /// Starts a node that cannot see `hidden` (an empty tmpfs is mounted
+    /// over it in a mount namespace of its own): it has only what it is
+    /// sent. Needs root; see [`root_or_skip`].
+    pub fn start_hiding(hidden: &Path, extra_args: &[&str]) -> Self {
+        let work_dir = tempfile::tempdir().unwrap();
+        let node = Self::command(&work_dir, 0, extra_args, &[]);
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"mount -t tmpfs herd-hidden "$0" && exec "$@""#)
+            .arg(hidden)
+            .arg(node.get_program())
+            .args(node.get_args());
+        for (key, value) in node.get_envs() {
+            if let Some(value) = value {
+                command.env(key, value);
+            }
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        Self::spawn(command, work_dir)
+    }
+
+    /// The `herd node --headless` command of a node on loopback.
+    fn command(
+        work_dir: &tempfile::TempDir,
+        port: u16,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
         blender();
         let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
         command
@@ -76,6 +112,11 @@ impl NodeProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        command
+    }
+
+    /// Starts `command` and reads where the node listens from its first line.
+    fn spawn(mut command: Command, work_dir: tempfile::TempDir) -> Self {
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
@@ -243,12 +284,24 @@ pub fn render(
     work: &Path,
     nodes: &[&str],
     args: &[&str],
+    on_event: impl FnMut(&Value),
+) -> (bool, Vec<Value>) {
+    render_file(&demo_blend(), out, work, nodes, args, on_event)
+}
+
+/// [`render`] of any .blend.
+pub fn render_file(
+    blend: &Path,
+    out: &Path,
+    work: &Path,
+    nodes: &[&str],
+    args: &[&str],
     mut on_event: impl FnMut(&Value),
 ) -> (bool, Vec<Value>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
     command
         .arg("render")
-        .arg(demo_blend())
+        .arg(blend)
         .args(["--no-discovery", "--json", "--out"])
         .arg(out)
         .arg("--work-dir")
