@@ -549,6 +549,9 @@ async fn run(
 
     let client = reqwest::Client::builder()
         .connect_timeout(config.loss_timeout)
+        // Nodes close a connection idle for their header timeout; dropping
+        // it first means no request is ever sent on one being closed.
+        .pool_idle_timeout(crate::node::http::HEADER_READ_TIMEOUT / 2)
         .build()
         .map_err(|err| EngineError::Local(format!("cannot build the HTTP client: {err}")))?;
     let ctx = Arc::new(JobContext {
