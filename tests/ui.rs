@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT as _, Queryable};
 use tokio_util::sync::CancellationToken;
 
 use herd::controller::engine::{
@@ -693,4 +693,51 @@ fn pause_and_resume_go_to_the_job_and_the_window_says_it_is_paused() {
         Ok(BridgeCommand::Engine(EngineCommand::SetPaused(false))) => {}
         other => panic!("expected SetPaused(false), got {other:?}"),
     }
+}
+
+#[test]
+fn a_scene_with_a_missing_texture_says_which_and_starts_only_when_told_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(common::blender())
+        .args(["-b", "--factory-startup", "-noaudio", "--python"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps_scene.py"))
+        .arg("--")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_file(dir.path().join("textures/wood.png")).unwrap();
+
+    let runtime = runtime();
+    let shutdown = CancellationToken::new();
+    let config = BridgeConfig {
+        blender: Some(common::blender()),
+        local: false,
+        discovery_port: None,
+        ..BridgeConfig::default()
+    };
+    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
+    let mut app = ControllerApp::new(link);
+    app.open(dir.path().join("shot/scene.blend"));
+    let mut harness = controller_harness(app);
+    harness.set_size(egui::vec2(900.0, 900.0));
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        app.inspecting.is_none()
+    });
+    harness.get_by_label_contains("Reads 5 files beside the .blend");
+    harness.get_by_label_contains("missing image 'wood.png' (//../textures/wood.png)");
+    let start = harness.get_by_label("Start");
+    assert!(
+        start.accesskit_node().is_disabled(),
+        "Start waits for a choice"
+    );
+    harness
+        .get_by_label_contains("Render without the 1 missing file(s)")
+        .click();
+    harness.run_steps(2);
+    assert!(harness.state().allow_missing);
+    assert!(!harness.get_by_label("Start").accesskit_node().is_disabled());
+    shutdown.cancel();
+    runtime.block_on(task).unwrap();
 }

@@ -171,6 +171,8 @@ pub struct ControllerApp {
     new_node: String,
     /// What is kept between runs.
     pub remembered: Remembered,
+    /// The user chose to render although files the scene reads are missing.
+    pub allow_missing: bool,
 }
 
 impl ControllerApp {
@@ -191,6 +193,7 @@ impl ControllerApp {
             start_when_read: false,
             new_node: String::new(),
             remembered: Remembered::default(),
+            allow_missing: false,
         }
     }
 
@@ -335,6 +338,7 @@ impl ControllerApp {
                             .cloned()
                             .unwrap_or_else(|| JobForm::from_scene(&scene));
                         self.scene = Some((scene, form));
+                        self.allow_missing = false;
                         if std::mem::take(&mut self.start_when_read) {
                             self.start_job();
                         }
@@ -403,6 +407,16 @@ impl ControllerApp {
         let Some((scene, form)) = &self.scene else {
             return;
         };
+        let missing = scene.missing().len();
+        if missing > 0 && !self.allow_missing {
+            self.message = Some((
+                MessageKind::Error,
+                format!(
+                    "{missing} file(s) the scene reads are missing (see the warnings): put them back, or tick \"Render without the missing files\""
+                ),
+            ));
+            return;
+        }
         match form.to_spec(scene) {
             Ok(spec) => {
                 self.remembered.remember_form(&scene.file, form.clone());
@@ -536,9 +550,16 @@ impl ControllerApp {
             scene.file_format,
             scene.saved_by,
         ));
-        for warning in &scene.warnings {
-            ui.colored_label(palette::WARNING, format!("⚠ {warning}"));
+        let files: usize = scene.dependencies.iter().map(|d| d.files.len()).sum();
+        if files > 0 {
+            ui.label(format!(
+                "Reads {files} files beside the .blend (textures, libraries, caches): each is sent to every server once"
+            ));
         }
+        for warning in &scene.warnings {
+            ui.colored_label(palette::WARNING, format!("Warning: {warning}"));
+        }
+        let missing = scene.missing().len();
         egui::Grid::new("job_form")
             .num_columns(2)
             .spacing([12.0, 6.0])
@@ -601,8 +622,16 @@ impl ControllerApp {
                 );
                 ui.end_row();
             });
+        if missing > 0 {
+            ui.checkbox(
+                &mut self.allow_missing,
+                format!(
+                    "Render without the {missing} missing file(s) (a missing texture renders magenta)"
+                ),
+            );
+        }
         ui.horizontal(|ui| {
-            let valid = form.parsed_frames().is_ok();
+            let valid = form.parsed_frames().is_ok() && (missing == 0 || self.allow_missing);
             start = ui.add_enabled(valid, egui::Button::new("Start")).clicked();
             close = ui.button("Close").clicked();
         });
