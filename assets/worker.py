@@ -102,11 +102,11 @@ def relink(jail):
     jail = os.path.normpath(jail)
     missing = []
 
-    def point(owner, attribute, kind):
+    def point(owner, attribute, kind, library=None):
         raw = getattr(owner, attribute)
         if not raw or raw == "<builtin>":
             return
-        resolved = os.path.normpath(bpy.path.abspath(raw.replace("\\", "/")))
+        resolved = os.path.normpath(bpy.path.abspath(raw.replace("\\", "/"), library=library))
         target = inside(jail, resolved)
         if target is not None:
             setattr(owner, attribute, target)
@@ -114,23 +114,24 @@ def relink(jail):
         if "<UDIM>" not in resolved and "<UVTILE>" not in resolved and not os.path.exists(resolved):
             missing.append(f"{kind} '{owner.name}': {raw}")
 
+    # Linked data too: its paths are relative to its library's file.
     for image in bpy.data.images:
-        if image.library is None and not image.packed_file and image.source in {"FILE", "SEQUENCE", "TILED", "MOVIE"}:
-            point(image, "filepath", "image")
+        if not image.packed_file and image.source in {"FILE", "SEQUENCE", "TILED", "MOVIE"}:
+            point(image, "filepath", "image", image.library)
     for collection, kind in ((bpy.data.movieclips, "movie clip"), (bpy.data.sounds, "sound"),
                              (bpy.data.fonts, "font"), (getattr(bpy.data, "volumes", []), "volume"),
                              (bpy.data.cache_files, "cache file")):
         for block in collection:
-            if block.library is None and not getattr(block, "packed_file", None):
-                point(block, "filepath", kind)
+            if not getattr(block, "packed_file", None):
+                point(block, "filepath", kind, block.library)
     # Libraries are read as the file opens, before this runs: one that was
     # read from outside the folder is read again from inside it, or, when
     # herd was not sent it, dropped with what it brought.
     for library in list(bpy.data.libraries):
-        if library.parent is not None or library.packed_file:
+        if library.packed_file:
             continue
         before = library.filepath
-        point(library, "filepath", "library")
+        point(library, "filepath", "library", library.parent)
         if library.filepath == before:
             continue
         try:

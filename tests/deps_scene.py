@@ -5,7 +5,8 @@ from three folders beside its own, the awkward cases a farm must carry.
 
 OUT/textures/wood.png          an image texture in another folder
 OUT/seq/frame_0001..0003.png   an image sequence (one image per frame)
-OUT/lib/library.blend          a library: the object "LibCube" is linked
+OUT/lib/library.blend          a library: the object "LibCube" is linked; it
+                               reads OUT/textures/paint.png by an absolute path
 OUT/shot/scene.blend           the scene: //-relative paths to the texture and
                                the library, an absolute one to the sequence
 
@@ -78,14 +79,16 @@ def material(name, colour=None, image=None, sequence=False):
     return mat
 
 
-# The library.
+# The library: its cube reads a texture by an absolute path.
 empty_scene()
+paint_path = os.path.join(out, "textures", "paint.png")
+write_png(paint_path, 16, 16, lambda x, y: (0.9, 0.1, 0.1, 1) if x < 8 else (0.9, 0.9, 0.1, 1))
 bpy.ops.mesh.primitive_cube_add(size=0.8, location=(1.2, 0, 0.4))
 cube = bpy.context.object
 cube.name = "LibCube"
-cube.data.materials.append(material("LibRed", colour=(0.9, 0.1, 0.1, 1)))
+cube.data.materials.append(material("LibPaint", image=bpy.data.images.load(paint_path)))
 library_path = os.path.join(out, "lib", "library.blend")
-bpy.ops.wm.save_as_mainfile(filepath=library_path)
+bpy.ops.wm.save_as_mainfile(filepath=library_path, relative_remap=False)
 
 # The scene.
 scene = empty_scene()

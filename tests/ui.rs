@@ -725,7 +725,7 @@ fn a_scene_with_a_missing_texture_says_which_and_starts_only_when_told_to() {
     step_until(&mut harness, Duration::from_secs(120), |app| {
         app.inspecting.is_none()
     });
-    harness.get_by_label_contains("Reads 5 files beside the .blend");
+    harness.get_by_label_contains("Reads 6 files beside the .blend");
     harness.get_by_label_contains("missing image 'wood.png' (//../textures/wood.png)");
     let start = harness.get_by_label("Start");
     assert!(
