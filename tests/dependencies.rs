@@ -177,13 +177,19 @@ fn a_missing_texture_is_reported_before_the_job_by_name() {
 
     // Told to go on, it renders (the texture magenta, as Blender does).
     let node = NodeProcess::start(&[]);
-    render(
+    let events = render(
         &blend,
         &node,
         out.path(),
         &["--frames", "1", "--allow-missing"],
     );
     assert!(out.path().join("scene_0001.png").is_file());
+    // And the node said what it rendered without.
+    assert!(
+        common::log_lines(&events)
+            .any(|line| line.contains("renders without files") && line.contains("'wood.png'")),
+        "{events:?}"
+    );
 }
 
 #[test]

@@ -947,6 +947,16 @@ impl Job {
                 Some(Event::NodeReady { node })
             }
             Report::Activity(state, current) => self.activity(node, state, current),
+            Report::MissingFiles(files) => {
+                let name = self.node_name(node);
+                self.emit
+                    .log(format!(
+                        "node {name} renders without files it does not have: {}",
+                        files.join("; ")
+                    ))
+                    .await;
+                None
+            }
             Report::Refused(reason) => {
                 if let Some(entry) = self.nodes.get_mut(&node) {
                     entry.sender = None;

@@ -142,6 +142,8 @@ pub enum Report {
     Done(FrameIndex),
     /// A frame failed.
     Failed(FrameIndex, String),
+    /// Files the scene reads that the node does not have (told once).
+    MissingFiles(Vec<String>),
 }
 
 /// A report from node `node`.
@@ -170,6 +172,8 @@ struct Task {
     renders: BTreeMap<FrameIndex, Tracked>,
     last_answer: Instant,
     last_activity: Option<(NodeState, Option<(i32, f32)>)>,
+    /// The node said which of the scene's files it lacks.
+    missing_told: bool,
 }
 
 /// Why an upload failed: the node did not answer (it may come back), or it
@@ -212,6 +216,7 @@ pub async fn run(
         renders: BTreeMap::new(),
         last_answer: Instant::now(),
         last_activity: None,
+        missing_told: false,
     };
     for id in stale {
         let _ = task
@@ -537,6 +542,11 @@ impl Task {
         let number = tracked.number;
         if newly_started {
             self.report(Report::Started(frame)).await;
+        }
+        if !status.missing_files.is_empty() && !self.missing_told {
+            self.missing_told = true;
+            self.report(Report::MissingFiles(status.missing_files.clone()))
+                .await;
         }
         match status.state {
             RenderState::Queued | RenderState::Loading => {}
