@@ -187,7 +187,7 @@ async fn render(
         });
         if let Err(err) = blender.load(&job.blend, &job.folder).await {
             let secs = load_started.elapsed().as_secs_f64();
-            return (Some(secs), Err(load_failure(err, &job.blend)));
+            return (Some(secs), Err(load_failure(err, &job.blob)));
         }
         loaded_now = true;
     }
@@ -251,13 +251,10 @@ async fn simulate(
     (None, result)
 }
 
-fn load_failure(err: BlenderError, blend: &Path) -> RenderFailure {
+fn load_failure(err: BlenderError, blob: &str) -> RenderFailure {
     match err {
         BlenderError::Blender(message) => RenderFailure::Blender(format!(
-            "Blender cannot open the .blend (blob {}): {message}",
-            blend
-                .file_name()
-                .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+            "Blender cannot open the .blend (blob {blob}): {message}"
         )),
         other => other.into(),
     }

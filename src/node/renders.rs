@@ -50,6 +50,8 @@ pub struct JobInput {
 pub struct Job {
     /// Render id.
     pub id: String,
+    /// The .blend's blob (its SHA-256).
+    pub blob: String,
     /// The .blend on disk, in its job's folder.
     pub blend: PathBuf,
     /// The job's folder: Blender is pointed at files inside it only.
@@ -189,6 +191,7 @@ impl Renders {
         render.status.queued_secs = Some(render.queued_at.elapsed().as_secs_f64());
         let job = Job {
             id: id.clone(),
+            blob: render.status.blob.clone(),
             blend,
             folder,
             frame: render.status.frame,
