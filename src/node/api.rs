@@ -264,6 +264,10 @@ async fn job_input(node: &Arc<Node>, request: &RenderRequest) -> ApiResult<JobIn
         }
     };
     let blend_hash = request.blob.clone();
+    let manifest_hash = manifest.as_ref().map(|(hash, _)| hash.as_str());
+    if let Some(folder) = node.jobs.existing(&blend_hash, manifest_hash) {
+        return Ok(JobInput { pins, folder });
+    }
     let worker_node = Arc::clone(node);
     let folder = tokio::task::spawn_blocking(move || -> ApiResult<_> {
         let node = worker_node;

@@ -66,13 +66,7 @@ impl JobFolders {
         blend_hash: &str,
         manifest: Option<(&str, &Manifest)>,
     ) -> io::Result<Arc<JobFolder>> {
-        let mut hasher = Sha256::new();
-        hasher.update(blend_hash.as_bytes());
-        if let Some((manifest_hash, _)) = manifest {
-            hasher.update(b"+");
-            hasher.update(manifest_hash.as_bytes());
-        }
-        let name = hex::encode(&hasher.finalize()[..12]);
+        let name = folder_name(blend_hash, manifest.map(|(hash, _)| hash));
         let dir = self.dir.join(&name);
         let blend_path = manifest.map_or(DEFAULT_BLEND_NAME, |(_, m)| m.blend_path.as_str());
         let folder = Arc::new(JobFolder {
@@ -106,6 +100,21 @@ impl JobFolders {
         Ok(folder)
     }
 
+    /// The folder of this job if it is laid out already (a job's later
+    /// frames: its manifest need not be read again).
+    pub fn existing(
+        &self,
+        blend_hash: &str,
+        manifest_hash: Option<&str>,
+    ) -> Option<Arc<JobFolder>> {
+        let dir = self.dir.join(folder_name(blend_hash, manifest_hash));
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let position = recent.iter().position(|kept| kept.dir == dir)?;
+        let kept = recent.remove(position)?;
+        recent.push_back(Arc::clone(&kept));
+        Some(kept)
+    }
+
     /// Removes the oldest folders past [`KEPT_FOLDERS`] that no render holds.
     fn evict(&self, recent: &mut VecDeque<Arc<JobFolder>>) {
         let mut index = 0;
@@ -126,6 +135,17 @@ impl JobFolders {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// A job folder's name: from the .blend's and the manifest's hashes.
+fn folder_name(blend_hash: &str, manifest_hash: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(blend_hash.as_bytes());
+    if let Some(manifest_hash) = manifest_hash {
+        hasher.update(b"+");
+        hasher.update(manifest_hash.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..12])
 }
 
 /// Lays out the .blend and the manifest's files under `dir`.
@@ -212,6 +232,9 @@ mod tests {
             .lay_out(&blobs, &hashes[0], Some(("m1", &manifest)))
             .unwrap();
         assert!(Arc::ptr_eq(&folder, &again), "one folder per job");
+        let found = folders.existing(&hashes[0], Some("m1")).unwrap();
+        assert!(Arc::ptr_eq(&folder, &found));
+        assert!(folders.existing(&hashes[0], Some("m2")).is_none());
         let alone = folders.lay_out(&blobs, &hashes[0], None).unwrap();
         assert_ne!(alone.dir, folder.dir);
         assert!(alone.blend.ends_with(DEFAULT_BLEND_NAME));
