@@ -15,7 +15,7 @@ seconds="${1:-300}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(beacon frames api_json api_router)
+  targets=(beacon frames api_json api_router manifest)
 fi
 
 cargo +nightly fuzz build || exit 1

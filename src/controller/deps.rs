@@ -98,7 +98,9 @@ pub fn job_key(path: &Path) -> Option<String> {
     if let Some(drive) = drive {
         key = format!("{drive}/{key}");
     }
-    (!key.is_empty()).then_some(key)
+    // Whatever the path held (a NUL, a name over the limit), the key is one
+    // a node accepts or none.
+    crate::wire::is_safe_job_path(&key).then_some(key)
 }
 
 #[cfg(test)]
@@ -122,6 +124,8 @@ mod tests {
         assert_eq!(job_key(Path::new("relative/a.png")), None);
         assert_eq!(job_key(Path::new("/../../etc/passwd")), None);
         assert_eq!(job_key(Path::new("/")), None);
+        // Found by fuzzing: a NUL in a name made an unsafe key.
+        assert_eq!(job_key(Path::new("D:\\Dev\\tex\0\0.png")), None);
     }
 
     #[test]
