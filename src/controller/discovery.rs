@@ -67,6 +67,29 @@ pub async fn probe(socket: &UdpSocket, targets: &[SocketAddr]) {
     }
 }
 
+/// The beacon in a datagram from `from`, if it is one and names an address
+/// on the host that sent it: a beacon cannot send the controller to another
+/// machine (a spoofed beacon pointing at some server on the network is
+/// ignored).
+pub fn beacon_from(bytes: &[u8], from: SocketAddr) -> Option<Beacon> {
+    let Some(Datagram::Beacon(beacon)) = Datagram::parse(bytes) else {
+        return None;
+    };
+    let host = beacon.uri.strip_prefix("http://")?.rsplit_once(':')?.0;
+    let host: std::net::IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    let canonical = |ip: std::net::IpAddr| ip.to_canonical();
+    if canonical(host) == canonical(from.ip()) {
+        Some(beacon)
+    } else {
+        tracing::debug!("beacon from {from} names {}: ignored", beacon.uri);
+        None
+    }
+}
+
 /// Collects beacons for `duration`, newest per node id. Anything that is not
 /// a beacon is ignored.
 pub async fn listen(socket: &UdpSocket, duration: Duration) -> BTreeMap<String, Beacon> {
@@ -75,10 +98,10 @@ pub async fn listen(socket: &UdpSocket, duration: Duration) -> BTreeMap<String, 
     let deadline = tokio::time::Instant::now() + duration;
     while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buffer)).await
     {
-        let Ok((length, _from)) = received else {
+        let Ok((length, from)) = received else {
             continue;
         };
-        if let Some(Datagram::Beacon(beacon)) = Datagram::parse(&buffer[..length]) {
+        if let Some(beacon) = beacon_from(&buffer[..length], from) {
             heard.insert(beacon.id.clone(), beacon);
         }
     }
@@ -122,4 +145,34 @@ pub async fn confirm(
         .json()
         .await
         .map_err(|err| unreachable(format!("not a herd node: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beacon(uri: &str) -> Vec<u8> {
+        Datagram::Beacon(Beacon {
+            herd: PROTOCOL_VERSION,
+            id: "n".into(),
+            name: "n".into(),
+            uri: uri.into(),
+            state: crate::wire::NodeState::Idle,
+            version: "0".into(),
+        })
+        .to_bytes()
+    }
+
+    #[test]
+    fn beacons_must_name_the_host_that_sent_them() {
+        let from: SocketAddr = "10.0.0.5:8082".parse().unwrap();
+        assert!(beacon_from(&beacon("http://10.0.0.5:8082"), from).is_some());
+        assert!(beacon_from(&beacon("http://10.0.0.5:9000"), from).is_some());
+        assert!(beacon_from(&beacon("http://10.0.0.9:8082"), from).is_none());
+        assert!(beacon_from(&beacon("http://example.com:80"), from).is_none());
+        assert!(beacon_from(&beacon("http://169.254.169.254:80"), from).is_none());
+        let mapped: SocketAddr = "[::ffff:10.0.0.5]:8082".parse().unwrap();
+        assert!(beacon_from(&beacon("http://10.0.0.5:8082"), mapped).is_some());
+        assert!(beacon_from(b"garbage", from).is_none());
+    }
 }

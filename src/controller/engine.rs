@@ -31,8 +31,7 @@ use super::scheduler::{
 use crate::lan;
 use crate::node::{self, Node, NodeConfig};
 use crate::wire::{
-    Datagram, ImageFormat, MAX_DATAGRAM_BYTES, Manifest, ManifestFile, NodeInfo, NodeState,
-    Overrides,
+    ImageFormat, MAX_DATAGRAM_BYTES, Manifest, ManifestFile, NodeInfo, NodeState, Overrides,
 };
 
 /// Checks whether a node can render the job (e.g. its Blender can open the
@@ -756,8 +755,8 @@ impl Job {
         });
     }
 
-    fn datagram(&mut self, bytes: &[u8], _from: SocketAddr) {
-        let Some(Datagram::Beacon(beacon)) = Datagram::parse(bytes) else {
+    fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let Some(beacon) = discovery::beacon_from(bytes, from) else {
             return;
         };
         let known = self

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::discovery;
 use super::engine::{NodeStatus, NodeView};
 use crate::lan;
-use crate::wire::{Datagram, MAX_DATAGRAM_BYTES, NodeInfo};
+use crate::wire::{MAX_DATAGRAM_BYTES, NodeInfo};
 
 /// How often a known server is asked how it is.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -284,8 +284,8 @@ pub async fn run(
         };
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some((length, _from)) = datagram => {
-                if let Some(Datagram::Beacon(beacon)) = Datagram::parse(&buffer[..length]) {
+            Some((length, from)) = datagram => {
+                if let Some(beacon) = discovery::beacon_from(&buffer[..length], from) {
                     table.add(&beacon.uri, false, false, Instant::now());
                 }
             }
