@@ -91,6 +91,9 @@ pub struct Node {
     /// The simulated renderer's time per frame, when simulating.
     pub simulate: Option<std::time::Duration>,
     started: Instant,
+    /// CPU cores, read once (reading them costs syscalls and cgroup files,
+    /// too much for every status request).
+    cores: usize,
     renders: Mutex<Renders>,
     /// Wakes the renderer: new work, resume, cancel.
     work: Notify,
@@ -135,6 +138,7 @@ impl Node {
             jobs,
             simulate: config.simulate,
             started: Instant::now(),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
             renders: Mutex::new(Renders::default()),
             work: Notify::new(),
             state,
@@ -225,7 +229,7 @@ impl Node {
             blender_version: self.blender_version.clone(),
             blender_path: self.blender.path.display().to_string(),
             blender_pid: renders.blender_pid,
-            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            cores: self.cores,
             state: renders.node_state(),
             current,
             queued: renders.queued_len(),
