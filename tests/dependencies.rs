@@ -16,27 +16,6 @@ use std::time::Duration;
 use common::NodeProcess;
 use serde_json::Value;
 
-/// Builds the test scene under `dir` (see `tests/deps_scene.py`).
-fn make_scene(dir: &Path, evil: bool) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps_scene.py");
-    let mut command = Command::new(common::blender());
-    command
-        .args(["-b", "--factory-startup", "-noaudio", "--python"])
-        .arg(script)
-        .arg("--")
-        .arg(dir);
-    if evil {
-        command.arg("evil");
-    }
-    let status = command.stdout(Stdio::null()).status().unwrap();
-    let blend = dir.join("shot/scene.blend");
-    assert!(
-        status.success() && blend.is_file(),
-        "could not make the scene"
-    );
-    blend
-}
-
 /// A node that sees nothing of `hidden` when the tests run as root (else a
 /// plain node, and the test says so).
 fn node_without(hidden: &Path, test: &str) -> NodeProcess {
@@ -99,7 +78,7 @@ fn render(blend: &Path, node: &NodeProcess, out: &Path, args: &[&str]) -> Vec<Va
 #[test]
 fn a_scene_with_a_texture_a_library_and_a_sequence_renders_on_a_node_as_with_blender() {
     let dir = tempfile::tempdir().unwrap();
-    let blend = make_scene(dir.path(), false);
+    let blend = common::deps_scene(dir.path(), false);
     let node = node_without(dir.path(), "scene files");
     let out = tempfile::tempdir().unwrap();
     render(&blend, &node, out.path(), &["--frames", "1-3"]);
@@ -132,7 +111,7 @@ fn a_scene_with_a_texture_a_library_and_a_sequence_renders_on_a_node_as_with_ble
 #[test]
 fn a_missing_texture_is_reported_before_the_job_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let blend = make_scene(dir.path(), false);
+    let blend = common::deps_scene(dir.path(), false);
     std::fs::remove_file(dir.path().join("textures/wood.png")).unwrap();
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_herd"))
@@ -195,7 +174,7 @@ fn a_missing_texture_is_reported_before_the_job_by_name() {
 #[test]
 fn a_second_job_sends_only_the_texture_that_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let blend = make_scene(dir.path(), false);
+    let blend = common::deps_scene(dir.path(), false);
     let node = NodeProcess::start(&[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let received = || {
@@ -240,7 +219,7 @@ fn a_second_job_sends_only_the_texture_that_changed() {
 fn paths_in_a_scene_cannot_reach_outside_the_nodes_work_dir() {
     let _ = std::fs::remove_dir_all("/tmp/herd-evil-output");
     let dir = tempfile::tempdir().unwrap();
-    let blend = make_scene(dir.path(), true);
+    let blend = common::deps_scene(dir.path(), true);
     let node = NodeProcess::start(&[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

@@ -234,6 +234,56 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A node window running its node on `runtime` until `shutdown`, named
+/// `ui-test-node`, on loopback: its command sender, its task and the
+/// window.
+fn node_window(
+    runtime: &tokio::runtime::Runtime,
+    shutdown: &CancellationToken,
+    blender: PathBuf,
+    work_dir: &Path,
+    simulate: Option<Duration>,
+) -> (
+    tokio::sync::mpsc::Sender<NodeCommand>,
+    tokio::task::JoinHandle<()>,
+    Harness<'static, NodeApp>,
+) {
+    let launch = NodeLaunch {
+        blender: Some(blender),
+        name: Some("ui-test-node".into()),
+        work_dir: Some(work_dir.to_path_buf()),
+        cache_size_bytes: 1 << 30,
+        threads: Some(1),
+        allow_scripts: false,
+        frame_timeout: Duration::from_secs(60),
+        allow: Vec::new(),
+        token: None,
+        bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        port: 0,
+        discovery: None,
+        simulate,
+    };
+    let (link, task) =
+        node_launch::launch(runtime.handle(), launch, Arc::new(|| {}), shutdown.clone());
+    let commands = link.commands.clone();
+    let harness = Harness::builder()
+        .with_size(egui::vec2(560.0, 500.0))
+        .build_ui_state(
+            |ui, app: &mut NodeApp| app.window_ui(ui),
+            NodeApp::new(link),
+        );
+    (commands, task, harness)
+}
+
+/// Steps until the frame viewer shows a decoded image.
+fn until_viewer_shows_an_image(harness: &mut Harness<'static, ControllerApp>) {
+    step_until(harness, Duration::from_secs(30), |app| {
+        app.viewer
+            .as_ref()
+            .is_some_and(|viewer| viewer.image.is_some())
+    });
+}
+
 /// Steps the window until `done` holds, sleeping between steps so the
 /// background gets on; panics after `timeout`.
 fn step_until<S>(harness: &mut Harness<'_, S>, timeout: Duration, done: impl Fn(&S) -> bool) {
@@ -296,31 +346,14 @@ fn dropping_the_demo_blend_reads_it_with_blender_and_shows_the_job_panel() {
 fn the_node_window_says_when_blender_is_missing() {
     let runtime = runtime();
     let work_dir = tempfile::tempdir().unwrap();
-    let launch = NodeLaunch {
-        blender: Some(PathBuf::from("/nonexistent/blender")),
-        name: Some("ui-test".into()),
-        work_dir: Some(work_dir.path().to_path_buf()),
-        cache_size_bytes: 1 << 30,
-        threads: None,
-        allow_scripts: false,
-        frame_timeout: Duration::from_secs(60),
-        allow: Vec::new(),
-        token: None,
-        bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),
-        port: 0,
-        discovery: None,
-        simulate: None,
-    };
     let shutdown = CancellationToken::new();
-    let (link, task) =
-        node_launch::launch(runtime.handle(), launch, Arc::new(|| {}), shutdown.clone());
-    let commands = link.commands.clone();
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(560.0, 500.0))
-        .build_ui_state(
-            |ui, app: &mut NodeApp| app.window_ui(ui),
-            NodeApp::new(link),
-        );
+    let (commands, task, mut harness) = node_window(
+        &runtime,
+        &shutdown,
+        PathBuf::from("/nonexistent/blender"),
+        work_dir.path(),
+        None,
+    );
     step_until(&mut harness, Duration::from_secs(20), |app| {
         !matches!(app.phase, NodePhase::Starting)
     });
@@ -441,11 +474,7 @@ fn a_job_started_from_the_window_renders_on_the_local_node() {
     harness.set_size(egui::vec2(800.0, 1000.0));
     harness.run_steps(2);
     harness.get_by_label("Open frame 1").click();
-    step_until(&mut harness, Duration::from_secs(30), |app| {
-        app.viewer
-            .as_ref()
-            .is_some_and(|viewer| viewer.image.is_some())
-    });
+    until_viewer_shows_an_image(&mut harness);
     let viewer = harness.state().viewer.as_ref().unwrap();
     assert_eq!(viewer.frame, 1);
     let texture = viewer.image.as_ref().unwrap().as_ref().unwrap();
@@ -472,11 +501,7 @@ fn a_job_started_from_the_window_renders_on_the_local_node() {
         });
         harness.step();
     }
-    step_until(&mut harness, Duration::from_secs(30), |app| {
-        app.viewer
-            .as_ref()
-            .is_some_and(|viewer| viewer.image.is_some())
-    });
+    until_viewer_shows_an_image(&mut harness);
     assert_eq!(harness.state().viewer.as_ref().unwrap().frame, 2);
     harness.get_by_label("Frame 2");
 
@@ -488,31 +513,15 @@ fn a_job_started_from_the_window_renders_on_the_local_node() {
 fn the_node_window_pauses_resumes_and_stops_its_node() {
     let runtime = runtime();
     let work_dir = tempfile::tempdir().unwrap();
-    let launch = NodeLaunch {
-        blender: Some(PathBuf::from("/usr/bin/blender")),
-        name: Some("ui-test-node".into()),
-        work_dir: Some(work_dir.path().to_path_buf()),
-        cache_size_bytes: 1 << 30,
-        threads: Some(1),
-        allow_scripts: false,
-        frame_timeout: Duration::from_secs(60),
-        allow: Vec::new(),
-        token: None,
-        bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),
-        port: 0,
-        discovery: None,
-        // No frame is sent: the renderer is never asked for one.
-        simulate: Some(Duration::from_millis(10)),
-    };
     let shutdown = CancellationToken::new();
-    let (events, task) =
-        node_launch::launch(runtime.handle(), launch, Arc::new(|| {}), shutdown.clone());
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(520.0, 300.0))
-        .build_ui_state(
-            |ui, app: &mut NodeApp| app.window_ui(ui),
-            NodeApp::new(events),
-        );
+    // No frame is sent: the simulated renderer is never asked for one.
+    let (_commands, task, mut harness) = node_window(
+        &runtime,
+        &shutdown,
+        common::blender(),
+        work_dir.path(),
+        Some(Duration::from_millis(10)),
+    );
     step_until(&mut harness, Duration::from_secs(30), |app| {
         !matches!(app.phase, NodePhase::Starting)
     });
@@ -698,15 +707,7 @@ fn pause_and_resume_go_to_the_job_and_the_window_says_it_is_paused() {
 #[test]
 fn a_scene_with_a_missing_texture_says_which_and_starts_only_when_told_to() {
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(common::blender())
-        .args(["-b", "--factory-startup", "-noaudio", "--python"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps_scene.py"))
-        .arg("--")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::deps_scene(dir.path(), false);
     std::fs::remove_file(dir.path().join("textures/wood.png")).unwrap();
 
     let runtime = runtime();

@@ -362,6 +362,29 @@ pub fn demo_variant(dir: &Path, name: &str, change: &str) -> PathBuf {
     out
 }
 
+/// Builds the scene of `tests/deps_scene.py` under `dir` (a texture, a
+/// library and an image sequence beside it; with `evil`, paths that climb
+/// out); returns its .blend.
+pub fn deps_scene(dir: &Path, evil: bool) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps_scene.py");
+    let mut command = Command::new(blender());
+    command
+        .args(["-b", "--factory-startup", "-noaudio", "--python"])
+        .arg(script)
+        .arg("--")
+        .arg(dir);
+    if evil {
+        command.arg("evil");
+    }
+    let status = command.stdout(Stdio::null()).status().unwrap();
+    let blend = dir.join("shot/scene.blend");
+    assert!(
+        status.success() && blend.is_file(),
+        "could not make the scene"
+    );
+    blend
+}
+
 /// Whether the tests run as root (network namespaces need it). When not,
 /// says so on stderr so the skip is visible.
 pub fn root_or_skip(test: &str) -> bool {
