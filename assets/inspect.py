@@ -70,7 +70,38 @@ def describe(scene):
         "use_denoising": use_denoising,
         "denoiser_available": denoiser_available() if engine == "CYCLES" else None,
         "blender_version": bpy.app.version_string,
+        "output_path": render.filepath,
+        "use_file_extension": bool(render.use_file_extension),
+        "use_multiview": bool(render.use_multiview),
+        "file_outputs": [{"name": node.name, "path": file_output_dir(node)}
+                         for node in file_output_nodes(scene)],
+        "scenes": [other.name for other in bpy.data.scenes],
+        "view_layers": [layer.name for layer in scene.view_layers if layer.use],
     }
+
+
+def compositor_tree(scene):
+    """The compositor's node tree Blender runs when it renders `scene`, or None.
+    Blender 5.0 names it `compositing_node_group` (no `use_nodes`)."""
+    if not scene.render.use_compositing:
+        return None
+    if hasattr(scene, "compositing_node_group"):
+        return scene.compositing_node_group
+    return scene.node_tree if scene.use_nodes else None
+
+
+def file_output_dir(node):
+    """A File Output node's folder (`base_path`; `directory` in 5.0)."""
+    return node.base_path if hasattr(node, "base_path") else node.directory
+
+
+def file_output_nodes(scene):
+    """The File Output nodes that write when `scene` renders, in the tree's order
+    (as the worker counts them)."""
+    tree = compositor_tree(scene)
+    if tree is None:
+        return []
+    return [node for node in tree.nodes if node.type == "OUTPUT_FILE" and not node.mute]
 
 
 def absolute(raw, library=None):
@@ -199,11 +230,17 @@ def dependencies(blend_path):
 
 def main():
     argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
-    if len(argv) != 1:
-        sys.stderr.write("usage: blender -b FILE --python inspect.py -- OUT.json\n")
+    if len(argv) not in (1, 2):
+        sys.stderr.write("usage: blender -b FILE --python inspect.py -- OUT.json [SCENE]\n")
         sys.exit(2)
     try:
-        answer = describe(bpy.context.scene)
+        scene = bpy.context.scene
+        if len(argv) == 2:
+            scene = bpy.data.scenes.get(argv[1])
+            if scene is None:
+                names = ", ".join(repr(other.name) for other in bpy.data.scenes)
+                raise RuntimeError(f"the file has no scene named {argv[1]!r} (it has {names})")
+        answer = describe(scene)
         answer["dependencies"] = dependencies(bpy.data.filepath)
     except Exception as error:
         answer = {"error": str(error).strip() or traceback.format_exc()}

@@ -9,13 +9,25 @@ own printing goes to stdout/stderr and never mixes with this channel.
 Commands:
     {"cmd": "load", "path": "/abs/file.blend", "allow_scripts": false,
      "jail": "/abs/job/folder"}
-    {"cmd": "render", "frame": 1, "output": "/abs/out/frame", "overrides": {...}}
+    {"cmd": "render", "frame": 1, "dir": "/abs/renders/ID", "name": "shot_###",
+     "scene": "Scene", "overrides": {...}}
     {"cmd": "quit"}
 
 Answers:
     {"event": "loaded", "load_secs": 0.4, "scene": {...}}
-    {"event": "rendered", "frame": 1, "path": "...", "render_secs": 1.2,
-     "width": 320, "height": 180}   (no size when cropped to a border)
+    {"event": "rendered", "frame": 1, "dir": "/abs/renders/ID",
+     "outputs": ["image/shot_001.png", "fo/0/depth_0001.exr"],
+     "preview": "/abs/renders/ID/preview.png", "render_secs": 1.2,
+     "width": 320, "height": 180, "notes": [...]}
+    (no size when cropped to a border or rendered in several views)
+
+A frame is rendered as `blender -b FILE -f N` would write it: the scene's own
+format and settings, every view layer and pass, its File Output nodes. Only
+the places change: the main image is written as DIR/image/NAME (NAME is the
+file part of the output path the controller chose, Blender's `#` rules
+apply), the files of the k-th File Output node under DIR/fo/k/, and
+`outputs` lists every file written, relative to DIR. A PNG preview of the
+result (for thumbnails and checks) goes to DIR/preview.png.
     {"event": "error", "message": "..."}
 
 Progress is not sent here: the node reads it from Blender's own statistics
@@ -32,7 +44,63 @@ import traceback
 
 import bpy
 
-FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "OPEN_EXR": "exr"}
+MOVIE_FORMATS = {"FFMPEG", "AVI_JPEG", "AVI_RAW", "FRAMESERVER", "H264", "XVID", "THEORA", "QUICKTIME"}
+
+
+def compositor_tree(scene):
+    """The compositor's node tree Blender runs when it renders `scene`, or None.
+    Blender 5.0 names it `compositing_node_group` (no `use_nodes`)."""
+    if not scene.render.use_compositing:
+        return None
+    if hasattr(scene, "compositing_node_group"):
+        return scene.compositing_node_group
+    return scene.node_tree if scene.use_nodes else None
+
+
+def file_output_dir(node):
+    """A File Output node's folder (`base_path`; `directory` in 5.0)."""
+    return node.base_path if hasattr(node, "base_path") else node.directory
+
+
+def set_file_output_dir(node, path):
+    if hasattr(node, "base_path"):
+        node.base_path = path
+    else:
+        node.directory = path
+
+
+def file_output_nodes(scene):
+    """The File Output nodes that write when `scene` renders, in the tree's order."""
+    tree = compositor_tree(scene)
+    if tree is None:
+        return []
+    return [node for node in tree.nodes if node.type == "OUTPUT_FILE" and not node.mute]
+
+
+def is_movie(settings):
+    return getattr(settings, "media_type", "IMAGE") == "VIDEO" or settings.file_format in MOVIE_FORMATS
+
+
+def set_image_format(settings, file_format):
+    """Sets an image format; 5.0 first needs the media type that holds it."""
+    if hasattr(settings, "media_type"):
+        media = "MULTI_LAYER_IMAGE" if file_format == "OPEN_EXR_MULTILAYER" else "IMAGE"
+        if settings.media_type != media:
+            settings.media_type = media
+    settings.file_format = file_format
+
+
+def image_settings_state(settings):
+    names = ("media_type", "file_format", "color_mode", "color_depth", "compression")
+    return [(name, getattr(settings, name)) for name in names if hasattr(settings, name)]
+
+
+def restore_image_settings(settings, state):
+    for name, value in state:
+        try:
+            setattr(settings, name, value)
+        except (TypeError, ValueError, AttributeError):
+            pass
 
 
 def scene_summary(scene):
@@ -58,19 +126,20 @@ ORIGINAL = {}
 
 def remember_settings(scene):
     ORIGINAL.clear()
+    ORIGINAL["scene"] = scene.name
+    ORIGINAL["output_name"] = os.path.basename(scene.render.filepath.replace("\\", "/"))
+    ORIGINAL["image_settings"] = image_settings_state(scene.render.image_settings)
     ORIGINAL["resolution_percentage"] = scene.render.resolution_percentage
-    ORIGINAL["file_format"] = scene.render.image_settings.file_format
-    ORIGINAL["color_mode"] = scene.render.image_settings.color_mode
     ORIGINAL["cycles_samples"] = scene.cycles.samples if hasattr(scene, "cycles") else None
     ORIGINAL["eevee_samples"] = scene.eevee.taa_render_samples if hasattr(scene, "eevee") else None
 
 
 def restore_settings(scene):
-    if not ORIGINAL:
+    if ORIGINAL.get("scene") != scene.name:
+        remember_settings(scene)
         return
     scene.render.resolution_percentage = ORIGINAL["resolution_percentage"]
-    scene.render.image_settings.file_format = ORIGINAL["file_format"]
-    scene.render.image_settings.color_mode = ORIGINAL["color_mode"]
+    restore_image_settings(scene.render.image_settings, ORIGINAL["image_settings"])
     if ORIGINAL["cycles_samples"] is not None:
         scene.cycles.samples = ORIGINAL["cycles_samples"]
     if ORIGINAL["eevee_samples"] is not None:
@@ -97,8 +166,8 @@ def inside(jail, path):
 def relink(jail):
     """Points the scene's files inside `jail`. Relative paths resolve there
     already (the .blend sits where it sat on the artist's machine); absolute
-    ones, and relative ones that climb out, are moved in. File Output nodes
-    write under the folder too."""
+    ones, and relative ones that climb out, are moved in. (What a frame
+    writes is placed by `render`.)"""
     jail = os.path.normpath(jail)
     missing = []
 
@@ -149,11 +218,6 @@ def relink(jail):
                 target = inside(jail, os.path.normpath(bpy.path.abspath(domain.cache_directory or "//")))
                 if target is not None:
                     domain.cache_directory = target
-    for scene in bpy.data.scenes:
-        tree = scene.node_tree if scene.use_nodes else None
-        for node in tree.nodes if tree else []:
-            if node.type == "OUTPUT_FILE":
-                node.base_path = os.path.join(jail, "file_output", node.name)
     for line in missing:
         print(f"herd: not on this node: {line}")
     return missing
@@ -161,7 +225,6 @@ def relink(jail):
 
 def load(command):
     started = time.monotonic()
-    ORIGINAL.clear()
     bpy.ops.wm.open_mainfile(
         filepath=command["path"],
         load_ui=False,
@@ -169,7 +232,7 @@ def load(command):
     )
     jail = command.get("jail")
     missing = relink(jail) if jail else []
-    remember_settings(bpy.context.scene)
+    ORIGINAL.clear()
     return {
         "event": "loaded",
         "missing": missing,
@@ -191,32 +254,91 @@ def apply_overrides(scene, overrides):
             scene.eevee.taa_render_samples = int(samples)
     file_format = overrides.get("format")
     if file_format is not None:
-        render.image_settings.file_format = file_format
+        set_image_format(render.image_settings, file_format)
         if file_format == "JPEG":
             render.image_settings.color_mode = "RGB"
 
 
+def chosen_scene(name):
+    if not name:
+        return bpy.context.scene
+    scene = bpy.data.scenes.get(name)
+    if scene is None:
+        names = ", ".join(repr(scene.name) for scene in bpy.data.scenes)
+        raise RuntimeError(f"the file has no scene named {name!r} (it has {names})")
+    # As Blender's -S: the scene becomes the window's, so that frame changes
+    # evaluate its animation.
+    for window in bpy.context.window_manager.windows:
+        if window.scene != scene:
+            window.scene = scene
+    return scene
+
+
+def files_under(root):
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            found.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def save_preview(scene, path):
+    """The rendered result as an 8-bit PNG, whatever the scene's format."""
+    settings = scene.render.image_settings
+    state = image_settings_state(settings)
+    try:
+        set_image_format(settings, "PNG")
+        settings.color_depth = "8"
+        if settings.color_mode not in {"BW", "RGB", "RGBA"}:
+            settings.color_mode = "RGBA"
+        bpy.data.images["Render Result"].save_render(path, scene=scene)
+    finally:
+        restore_image_settings(settings, state)
+
+
 def render(command):
-    scene = bpy.context.scene
+    scene = chosen_scene(command.get("scene"))
     restore_settings(scene)
     apply_overrides(scene, command.get("overrides") or {})
     frame = int(command["frame"])
     scene.frame_set(frame)
     render = scene.render
-    extension = FORMAT_EXTENSIONS.get(render.image_settings.file_format)
-    if extension is None:
-        # Formats herd does not decode (TIFF, movies, ...) come back as PNG.
-        render.image_settings.file_format = "PNG"
-        extension = "png"
-    path = command["output"] + "." + extension
+    out = command["dir"]
+    notes = []
+    if is_movie(render.image_settings):
+        set_image_format(render.image_settings, "PNG")
+        notes.append("the scene's output is a movie: this frame was written as PNG")
+    name = command.get("name")
+    if name is None:
+        name = ORIGINAL["output_name"]
+    # Blender names the files (as `-a` does: the frame number where the
+    # name says, the format's extension); herd only chooses the folders.
+    render.filepath = os.path.join(out, "image", "") + name
+    render.filepath = render.frame_path(frame=frame)
+    nodes = file_output_nodes(scene)
+    for index, node in enumerate(nodes):
+        # The last part of a node's path is part of the names it writes.
+        last = os.path.basename(file_output_dir(node).replace("\\", "/"))
+        set_file_output_dir(node, os.path.join(out, "fo", str(index), "") + last)
     started = time.monotonic()
-    bpy.ops.render.render(scene=scene.name)
-    bpy.data.images["Render Result"].save_render(path, scene=scene)
+    bpy.ops.render.render(write_still=True, scene=scene.name)
     render_secs = time.monotonic() - started
-    if not os.path.isfile(path):
-        return {"event": "error", "message": f"Blender finished frame {frame} but wrote no image at {path}"}
-    answer = {"event": "rendered", "frame": frame, "path": path, "render_secs": render_secs}
-    if not (render.use_border and render.use_crop_to_border):
+    images = files_under(os.path.join(out, "image"))
+    if not images:
+        return {"event": "error", "message": f"Blender finished frame {frame} but wrote no image in {out}"}
+    outputs = ["image/" + image for image in images]
+    for index, node in enumerate(nodes):
+        written = files_under(os.path.join(out, "fo", str(index)))
+        linked = any(socket.is_linked for socket in node.inputs)
+        if linked and not written:
+            return {"event": "error",
+                    "message": f"File Output node '{node.name}' wrote nothing for frame {frame}"}
+        outputs += [f"fo/{index}/{path}" for path in written]
+    preview = os.path.join(out, "preview.png")
+    save_preview(scene, preview)
+    answer = {"event": "rendered", "frame": frame, "dir": out, "outputs": outputs,
+              "preview": preview, "render_secs": render_secs, "notes": notes}
+    if not (render.use_border and render.use_crop_to_border) and not render.use_multiview:
         # The size Blender renders at (integer arithmetic, as Blender does).
         answer["width"] = render.resolution_x * render.resolution_percentage // 100
         answer["height"] = render.resolution_y * render.resolution_percentage // 100

@@ -413,8 +413,15 @@ pub struct SceneSummary {
 pub struct Rendered {
     /// Frame number.
     pub frame: i32,
-    /// Where Blender saved the image.
-    pub path: PathBuf,
+    /// The render's folder: every output is inside it.
+    pub dir: PathBuf,
+    /// Every file the frame wrote, relative to `dir` (`image/...` first).
+    pub outputs: Vec<String>,
+    /// The result as an 8-bit PNG, for checks and thumbnails.
+    pub preview: PathBuf,
+    /// What the worker changed and the controller should say.
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Seconds the render and save took.
     pub render_secs: f64,
     /// Expected image width; unknown when the render is cropped to a border.
@@ -434,7 +441,9 @@ enum WorkerCommand<'a> {
     },
     Render {
         frame: i32,
-        output: &'a Path,
+        dir: &'a Path,
+        name: Option<&'a str>,
+        scene: Option<&'a str>,
         overrides: &'a Overrides,
     },
     Quit,
@@ -602,17 +611,19 @@ impl Worker {
         }
     }
 
-    /// Renders `frame` of the loaded scene to `output` (the extension is
-    /// added by the format).
+    /// Renders `frame` of the loaded file as Blender would write it, into
+    /// the folder `dir` (see `assets/worker.py`).
     pub async fn render(
         &mut self,
         frame: i32,
-        output: &Path,
+        dir: &Path,
         overrides: &Overrides,
     ) -> Result<Rendered, BlenderError> {
         let command = WorkerCommand::Render {
             frame,
-            output,
+            dir,
+            name: overrides.output_name.as_deref(),
+            scene: overrides.scene.as_deref(),
             overrides,
         };
         match self.request(&command).await? {

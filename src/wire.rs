@@ -169,6 +169,14 @@ pub struct Overrides {
     /// Output format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ImageFormat>,
+    /// The scene to render (Blender's `-S`); none: the file's active scene.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<String>,
+    /// The file part of the output path (e.g. `shot_###`), named by
+    /// Blender's rules (`#` for the frame number, the format's extension);
+    /// none: the scene's own. The controller chooses the folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_name: Option<String>,
 }
 
 impl Overrides {
@@ -186,6 +194,18 @@ impl Overrides {
         {
             return Err(format!(
                 "samples {samples} is out of range: use 1 to 16777216"
+            ));
+        }
+        if let Some(scene) = &self.scene
+            && (scene.is_empty() || scene.len() > 255 || scene.contains('\0'))
+        {
+            return Err("scene must be a scene's name: 1 to 255 bytes, no NUL".into());
+        }
+        if let Some(name) = &self.output_name
+            && (name.len() > 255 || name.contains(['/', '\\', '\0']) || name == "." || name == "..")
+        {
+            return Err(format!(
+                "output_name {name:?} must be a file name: at most 255 bytes, no slashes or NUL"
             ));
         }
         Ok(())
@@ -433,6 +453,16 @@ pub struct RenderStatus {
     /// outside the job's folder): rendered without them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_files: Vec<String>,
+    /// Every file the frame wrote, once done, relative to the render:
+    /// `image/NAME` for the frame itself (as Blender named it), `fo/K/PATH`
+    /// for what the K-th File Output node of the scene wrote. Each is
+    /// fetched with `GET /api/v1/renders/{id}/files/{path}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    /// What the node changed and the controller should say (e.g. a movie
+    /// scene's frame written as PNG).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// `GET /api/v1/renders?since=SEQ&wait_ms=MS`: what changed on the node.

@@ -251,6 +251,8 @@ fn fake_status(id: &str, frame: i32) -> RenderStatus {
         error: None,
         log_tail: Vec::new(),
         missing_files: Vec::new(),
+        outputs: Vec::new(),
+        notes: Vec::new(),
     }
 }
 

@@ -15,7 +15,7 @@ use herd::controller::engine::{
     NodeStatus, NodeView, Outcome,
 };
 use herd::controller::frames::parse_frames;
-use herd::controller::output::{OutputDir, format_from_blender};
+use herd::controller::output::{OutputPlan, format_from_blender};
 use herd::controller::scheduler::SchedulerConfig;
 use herd::controller::{deps, inspect};
 use herd::node::NodeConfig;
@@ -32,9 +32,15 @@ pub struct RenderArgs {
     /// Frames to render, e.g. 1-24,30,40-50x2 (default: the scene's range).
     #[arg(long)]
     pub frames: Option<String>,
-    /// Output folder (default: <blend name>_frames/ next to the .blend).
+    /// Output folder, holding the frames as <blend name>_####.<ext>
+    /// (default: where the scene's output path says, or <blend
+    /// name>_frames/ next to the .blend when that path cannot be used here).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The scene to render (default: the one the file was saved on, as
+    /// Blender's own -a).
+    #[arg(long)]
+    pub scene: Option<String>,
     /// Resolution percentage instead of the file's.
     #[arg(long)]
     pub resolution_percent: Option<u32>,
@@ -82,7 +88,7 @@ async fn render(
     blender_path: &std::path::Path,
     local: Option<Arc<LocalNode>>,
 ) -> Result<()> {
-    let scene = inspect::inspect(blender_path, &args.file).await?;
+    let scene = inspect::inspect_scene(blender_path, &args.file, args.scene.as_deref()).await?;
     let missing = scene.missing();
     if !missing.is_empty() && !args.allow_missing {
         let list: Vec<String> = missing
@@ -119,32 +125,22 @@ async fn render(
             scene.frame_end
         );
     }
+    let output = OutputPlan::for_scene(&scene, args.out.as_deref(), args.format);
     let overrides = Overrides {
         resolution_percent: args.resolution_percent,
         samples: args.samples,
         format: args.format,
+        scene: args.scene.clone(),
+        output_name: Some(output.name.clone()),
     };
     overrides.validate().map_err(anyhow::Error::msg)?;
-    let format = args
-        .format
-        .or_else(|| format_from_blender(&scene.file_format))
-        .unwrap_or(ImageFormat::Png);
-    let overrides = Overrides {
-        // A file format herd cannot check (TIFF, a movie) renders as PNG.
-        format: Some(format),
-        ..overrides
-    };
     let percent = args
         .resolution_percent
         .unwrap_or(scene.resolution_percentage);
-    let expected_size = Some((
+    let expected_size = (!scene.use_multiview).then_some((
         scene.resolution_x * percent / 100,
         scene.resolution_y * percent / 100,
     ));
-    let output_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| OutputDir::default_dir(&args.file));
 
     let header = inspect::read_header(&args.file)?;
     let file = args.file.clone();
@@ -156,8 +152,7 @@ async fn render(
         blend: args.file.clone(),
         files: deps::files_to_send(&scene.dependencies),
         frames,
-        output_dir,
-        format,
+        output,
         overrides,
         expected_size,
         overwrite: args.overwrite,

@@ -23,16 +23,14 @@ use super::deps;
 use super::discovery;
 use super::frames::format_frames;
 use super::journal::{JobRecord, Journal};
-use super::output::OutputDir;
+use super::output::OutputPlan;
 use super::remote::{self, Blob, BlobSource, FromNode, JobContext, Report, ToNode};
 use super::scheduler::{
     Decision, Event, FrameIndex, FrameState, NodeId, Scheduler, SchedulerConfig,
 };
 use crate::lan;
 use crate::node::{self, Node, NodeConfig};
-use crate::wire::{
-    ImageFormat, MAX_DATAGRAM_BYTES, Manifest, ManifestFile, NodeInfo, NodeState, Overrides,
-};
+use crate::wire::{MAX_DATAGRAM_BYTES, Manifest, ManifestFile, NodeInfo, NodeState, Overrides};
 
 /// Checks whether a node can render the job (e.g. its Blender can open the
 /// file); the error says why not.
@@ -49,10 +47,8 @@ pub struct JobSpec {
     pub files: Vec<PathBuf>,
     /// Frame numbers, in render order.
     pub frames: Vec<i32>,
-    /// Output folder.
-    pub output_dir: PathBuf,
-    /// Output format (the file's own, or the override).
-    pub format: ImageFormat,
+    /// Where the frames and the File Output nodes' files go.
+    pub output: OutputPlan,
     /// Overrides of the file's settings sent with every frame.
     pub overrides: Overrides,
     /// The size every frame must have, when known.
@@ -68,7 +64,7 @@ impl std::fmt::Debug for JobSpec {
         f.debug_struct("JobSpec")
             .field("blend", &self.blend)
             .field("frames", &self.frames.len())
-            .field("output_dir", &self.output_dir)
+            .field("output_dir", &self.output.dir)
             .finish_non_exhaustive()
     }
 }
@@ -504,13 +500,16 @@ async fn run(
     mut commands: mpsc::Receiver<EngineCommand>,
 ) -> Result<JobSummary, EngineError> {
     let started = Instant::now();
-    let output = OutputDir::new(spec.output_dir.clone(), &spec.blend, spec.format);
+    let output = spec.output.clone();
     let output_error = |source| EngineError::Output {
-        path: spec.output_dir.clone(),
+        path: output.dir.clone(),
         source,
     };
     std::fs::create_dir_all(&output.dir).map_err(output_error)?;
     output.remove_stale_temps();
+    for note in &output.notes {
+        emit.log(note.clone()).await;
+    }
     let (blob, blob_bytes) = hash_file(&spec.blend).await?;
     let (blobs, manifest) = job_blobs(&spec, &blob, blob_bytes).await?;
     let record = JobRecord {
@@ -946,6 +945,12 @@ impl Job {
                 Some(Event::NodeReady { node })
             }
             Report::Activity(state, current) => self.activity(node, state, current),
+            Report::Note(note) => {
+                self.emit
+                    .log(format!("{}: {note}", self.node_name(node)))
+                    .await;
+                None
+            }
             Report::MissingFiles(files) => {
                 let name = self.node_name(node);
                 self.emit

@@ -462,6 +462,39 @@ pub struct SceneInfo {
     pub dependencies: Vec<Dependency>,
     /// What may stop or change a render, one sentence each.
     pub warnings: Vec<String>,
+    /// The scene's output path (`render.filepath`) as stored, e.g.
+    /// `//renders/shot_###`.
+    #[serde(default)]
+    pub output_path: String,
+    /// Whether Blender adds the format's extension to file names.
+    #[serde(default = "yes")]
+    pub use_file_extension: bool,
+    /// Whether the scene renders several views (stereo, multiview).
+    #[serde(default)]
+    pub use_multiview: bool,
+    /// The File Output nodes that write when the scene renders, in the
+    /// compositor tree's order.
+    #[serde(default)]
+    pub file_outputs: Vec<FileOutputInfo>,
+    /// Every scene of the file (`--scene` picks one).
+    #[serde(default)]
+    pub scenes: Vec<String>,
+    /// The view layers Blender renders (enabled ones).
+    #[serde(default)]
+    pub view_layers: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A File Output node of the compositor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileOutputInfo {
+    /// The node's name.
+    pub name: String,
+    /// Its folder as stored (`base_path`; `directory` in Blender 5.0).
+    pub path: String,
 }
 
 impl SceneInfo {
@@ -494,12 +527,34 @@ struct ScriptReport {
     blender_version: String,
     #[serde(default)]
     dependencies: Vec<Dependency>,
+    #[serde(default)]
+    output_path: String,
+    #[serde(default = "yes")]
+    use_file_extension: bool,
+    #[serde(default)]
+    use_multiview: bool,
+    #[serde(default)]
+    file_outputs: Vec<FileOutputInfo>,
+    #[serde(default)]
+    scenes: Vec<String>,
+    #[serde(default)]
+    view_layers: Vec<String>,
 }
 
 /// Reads `file`'s scene with the Blender at `blender`: checks the header
 /// first, then runs Blender in the background (no add-ons, no auto-run
 /// scripts) with the inspector script.
 pub async fn inspect(blender: &Path, file: &Path) -> Result<SceneInfo, InspectError> {
+    inspect_scene(blender, file, None).await
+}
+
+/// Reads the scene named `scene` of `file` (the file's active scene when
+/// `None`), as [`inspect`] does.
+pub async fn inspect_scene(
+    blender: &Path,
+    file: &Path,
+    scene: Option<&str>,
+) -> Result<SceneInfo, InspectError> {
     let header = read_header(file)?;
     let blender_version = blender::version(blender).await?;
     check_compatible(file, header.version, &blender_version)?;
@@ -530,6 +585,7 @@ pub async fn inspect(blender: &Path, file: &Path) -> Result<SceneInfo, InspectEr
         .arg(&script)
         .arg("--")
         .arg(&answer)
+        .args(scene)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -672,6 +728,12 @@ fn scene_info(
         camera: report.camera,
         use_denoising: report.use_denoising,
         warnings,
+        output_path: report.output_path,
+        use_file_extension: report.use_file_extension,
+        use_multiview: report.use_multiview,
+        file_outputs: report.file_outputs,
+        scenes: report.scenes,
+        view_layers: report.view_layers,
     }
 }
 
@@ -758,8 +820,39 @@ impl Drop for ScratchDir {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A scene as Blender would describe the demo.
+    pub(crate) fn scene_info() -> SceneInfo {
+        SceneInfo {
+            file: "/work/shots/demo.blend".into(),
+            saved_by: "3.4".into(),
+            compression: Compression::None,
+            blender_version: "3.4.1".into(),
+            scene: "Scene".into(),
+            frame_start: 1,
+            frame_end: 24,
+            frame_step: 1,
+            resolution_x: 320,
+            resolution_y: 180,
+            resolution_percentage: 100,
+            engine: "CYCLES".into(),
+            samples: Some(16),
+            file_format: "PNG".into(),
+            fps: 24.0,
+            camera: Some("Camera".into()),
+            dependencies: Vec::new(),
+            use_denoising: Some(false),
+            warnings: Vec::new(),
+            output_path: "/tmp/".into(),
+            use_file_extension: true,
+            use_multiview: false,
+            file_outputs: Vec::new(),
+            scenes: vec!["Scene".into()],
+            view_layers: vec!["ViewLayer".into()],
+        }
+    }
 
     #[test]
     fn both_header_layouts() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::output::{self, OutputDir};
+use super::output::{self, OutputPlan};
 use super::scheduler::{FrameIndex, NodeId};
 use crate::wire::{NodeState, Overrides, RenderChanges, RenderState, RenderStatus};
 
@@ -34,7 +34,7 @@ pub struct JobContext {
     /// Overrides of the file's settings.
     pub overrides: Overrides,
     /// Where frames go.
-    pub output: OutputDir,
+    pub output: OutputPlan,
     /// The size every frame must have, when known.
     pub expected_size: Option<(u32, u32)>,
     /// HTTP client.
@@ -144,6 +144,9 @@ pub enum Report {
     Failed(FrameIndex, String),
     /// Files the scene reads that the node does not have (told once).
     MissingFiles(Vec<String>),
+    /// What the node changed of a frame, to be said (e.g. a movie scene's
+    /// frame written as PNG).
+    Note(String),
 }
 
 /// A report from node `node`.
@@ -162,6 +165,8 @@ struct Tracked {
     started: bool,
     rendered: bool,
     posted_at: Instant,
+    /// What the frame wrote, once done (paths relative to the render).
+    outputs: Vec<String>,
 }
 
 struct Task {
@@ -455,6 +460,7 @@ impl Task {
                                 started: false,
                                 rendered: false,
                                 posted_at: Instant::now(),
+                                outputs: Vec::new(),
                             },
                         );
                     }
@@ -558,6 +564,11 @@ impl Task {
                     && !tracked.rendered
                 {
                     tracked.rendered = true;
+                    tracked.outputs = status.outputs.clone();
+                    for note in &status.notes {
+                        self.report(Report::Note(format!("frame {number}: {note}")))
+                            .await;
+                    }
                     self.report(Report::Rendered(frame)).await;
                 }
             }
@@ -612,11 +623,75 @@ impl Fetch {
         let _ = request.timeout(self.ctx.loss_timeout).send().await;
     }
 
+    /// Fetches every file the frame wrote into a temporary file beside its
+    /// place, checks them, and only then renames them all into place: a
+    /// frame is in when all its outputs are.
     async fn fetch(&self, tracked: &Tracked) -> Result<(), String> {
         let number = tracked.number;
-        let path = format!("renders/{}/image", tracked.id);
-        let request = self.ctx.request(&self.uri, reqwest::Method::GET, &path);
-        let response = request
+        // Nodes that list no outputs hand over the frame's image only.
+        let outputs = if tracked.outputs.is_empty() {
+            vec![String::new()]
+        } else {
+            tracked.outputs.clone()
+        };
+        let mut fetched: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let result = async {
+            for output in &outputs {
+                let (remote, path) = if output.is_empty() {
+                    let path = self.ctx.output.frame_path(number);
+                    (format!("renders/{}/image", tracked.id), path)
+                } else {
+                    let path = self.ctx.output.place(output).ok_or_else(|| {
+                        format!(
+                            "{} named an output outside the job's folders: {output:?}",
+                            self.uri
+                        )
+                    })?;
+                    (format!("renders/{}/files/{output}", tracked.id), path)
+                };
+                let temp = output::temp_path(&path);
+                fetched.push((temp.clone(), path.clone()));
+                self.download(&remote, number, &temp).await?;
+                let main = output.is_empty() || output.starts_with("image/");
+                let expected = self.ctx.expected_size.filter(|_| main);
+                let (checked, shown) = (temp.clone(), path.clone());
+                tokio::task::spawn_blocking(move || {
+                    output::check_file_as(&checked, &shown, expected)
+                })
+                .await
+                .map_err(|err| format!("checking frame {number} crashed: {err}"))?
+                .map_err(|err| format!("frame {number}: {err}"))?;
+            }
+            let renamed = fetched.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                for (temp, path) in &renamed {
+                    std::fs::rename(temp, path)
+                        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|err| format!("writing frame {number} crashed: {err}"))?
+        }
+        .await;
+        if result.is_err() {
+            for (temp, _) in &fetched {
+                let _ = tokio::fs::remove_file(temp).await;
+            }
+        }
+        result
+    }
+
+    /// Streams one file from the node to `temp` and flushes it to disk.
+    async fn download(
+        &self,
+        remote: &str,
+        number: i32,
+        temp: &std::path::Path,
+    ) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        let request = self.ctx.request(&self.uri, reqwest::Method::GET, remote);
+        let mut response = request
             .timeout(Duration::from_secs(300))
             .send()
             .await
@@ -629,28 +704,32 @@ impl Fetch {
             })?;
         if !response.status().is_success() {
             return Err(format!(
-                "{} would not hand over frame {number}: {}",
+                "{} would not hand over frame {number} ({remote}): {}",
                 self.uri,
                 response.status()
             ));
         }
-        let bytes = response.bytes().await.map_err(|err| {
-            format!(
-                "fetching frame {number} from {} broke off: {}",
-                self.uri,
-                transport_text(&err)
-            )
-        })?;
-        let ctx = Arc::clone(&self.ctx);
-        tokio::task::spawn_blocking(move || {
-            output::check_image(&bytes, ctx.expected_size)
-                .map_err(|err| format!("frame {number}: {err}"))?;
-            let path = ctx.output.frame_path(number);
-            output::write_atomically(&ctx.output.temp_path(number), &path, &bytes)
-                .map_err(|err| format!("cannot write {}: {err}", path.display()))
-        })
-        .await
-        .map_err(|err| format!("writing frame {number} crashed: {err}"))?
+        let write_error = |err: std::io::Error| format!("cannot write {}: {err}", temp.display());
+        if let Some(parent) = temp.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(write_error)?;
+        }
+        let mut file = tokio::fs::File::create(temp).await.map_err(write_error)?;
+        loop {
+            let chunk = response.chunk().await.map_err(|err| {
+                format!(
+                    "fetching frame {number} from {} broke off: {}",
+                    self.uri,
+                    transport_text(&err)
+                )
+            })?;
+            match chunk {
+                Some(bytes) => file.write_all(&bytes).await.map_err(write_error)?,
+                None => break,
+            }
+        }
+        file.sync_all().await.map_err(write_error)
     }
 }
 

@@ -127,6 +127,7 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/api/v1/renders/{id}/image", get(render_image))
         .route("/api/v1/renders/{id}/thumbnail", get(render_thumbnail))
+        .route("/api/v1/renders/{id}/files/{*path}", get(render_output))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/api/v1/stop", post(stop))
@@ -392,6 +393,20 @@ async fn render_thumbnail(
 ) -> ApiResult<Response> {
     let (_, thumbnail) = finished_files(&node, &id)?;
     send_file(&thumbnail).await
+}
+
+async fn render_output(
+    State(node): State<Arc<Node>>,
+    Path((id, output)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    finished_files(&node, &id)?;
+    // Only the paths the render lists are served: nothing else is reachable.
+    let file = node.renders().output(&id, &output).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "render {id} wrote no file {output:?}: its status lists its outputs"
+        ))
+    })?;
+    send_file(&file).await
 }
 
 fn finished_files(node: &Node, id: &str) -> ApiResult<(std::path::PathBuf, std::path::PathBuf)> {

@@ -3,7 +3,6 @@
 //! frame done. Checking (decode, size, thumbnail) runs beside the next
 //! frame's render, so Blender never waits for it.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -202,8 +201,7 @@ async fn render(
         let message = format!("cannot create {}: {err}", dir.display());
         return (load_secs, Err(RenderFailure::Node(message)));
     }
-    let output = dir.join(format!("frame_{:04}", job.frame));
-    let result = blender.render(job.frame, &output, &job.overrides).await;
+    let result = blender.render(job.frame, &dir, &job.overrides).await;
     (load_secs, result.map_err(RenderFailure::from))
 }
 
@@ -227,12 +225,14 @@ async fn simulate(
     let width = (SIMULATED_SIZE.0 * percent / 100).max(1);
     let height = (SIMULATED_SIZE.1 * percent / 100).max(1);
     let dir = node.renders_dir.join(&job.id);
-    let path = dir.join(format!("frame_{:04}.png", job.frame));
+    let name = format!("frame_{:04}.png", job.frame);
+    let path = dir.join("image").join(&name);
     let shade = u8::try_from(job.frame.rem_euclid(256)).unwrap_or(0);
     let written = tokio::task::spawn_blocking({
         let path = path.clone();
         move || -> Result<(), String> {
-            std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
+            std::fs::create_dir_all(path.parent().unwrap_or(&dir))
+                .map_err(|err| err.to_string())?;
             image::RgbImage::from_pixel(width, height, image::Rgb([shade, 96, 160]))
                 .save(&path)
                 .map_err(|err| err.to_string())
@@ -243,7 +243,10 @@ async fn simulate(
     tokio::time::sleep_until(started + per_frame).await;
     let result = written.map_err(RenderFailure::Node).map(|()| Rendered {
         frame: job.frame,
-        path,
+        dir: node.renders_dir.join(&job.id),
+        outputs: vec![format!("image/{name}")],
+        preview: path,
+        notes: Vec::new(),
         render_secs: started.elapsed().as_secs_f64(),
         width: Some(width),
         height: Some(height),
@@ -271,7 +274,20 @@ async fn check_image(node: Arc<Node>, id: String, rendered: Rendered) {
 }
 
 fn verify(rendered: &Rendered) -> Result<Finished, String> {
-    let path = &rendered.path;
+    let main = rendered
+        .outputs
+        .iter()
+        .find(|output| output.starts_with("image/"))
+        .ok_or_else(|| format!("frame {} wrote no image", rendered.frame))?;
+    for output in &rendered.outputs {
+        let file = rendered.dir.join(output);
+        if !file.is_file() {
+            return Err(format!("Blender's output {} is not there", file.display()));
+        }
+    }
+    // The preview is the result in PNG, whatever the scene's format: the
+    // frame's own files go back as Blender wrote them.
+    let path = &rendered.preview;
     let image = image::ImageReader::open(path)
         .and_then(|reader| reader.with_guessed_format())
         .map_err(|err| format!("Blender's image {} cannot be read: {err}", path.display()))?
@@ -286,22 +302,21 @@ fn verify(rendered: &Rendered) -> Result<Finished, String> {
             path.display()
         ));
     }
-    let thumbnail = thumbnail_path(path);
+    let thumbnail = rendered.dir.join("thumbnail.png");
     let preview = image.thumbnail(THUMBNAIL_PX, THUMBNAIL_PX).to_rgb8();
     preview
         .save(&thumbnail)
         .map_err(|err| format!("cannot write thumbnail {}: {err}", thumbnail.display()))?;
     Ok(Finished {
-        image: path.clone(),
+        image: rendered.dir.join(main),
+        dir: rendered.dir.clone(),
+        outputs: rendered.outputs.clone(),
+        notes: rendered.notes.clone(),
         thumbnail,
         width,
         height,
         preview: Arc::new(preview),
     })
-}
-
-fn thumbnail_path(image: &Path) -> PathBuf {
-    image.with_file_name("thumbnail.png")
 }
 
 async fn remove_dirs(node: Arc<Node>, forgotten: Vec<String>) {

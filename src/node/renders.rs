@@ -31,6 +31,7 @@ struct Render {
     input: Option<JobInput>,
     cancel: CancellationToken,
     image: Option<PathBuf>,
+    dir: Option<PathBuf>,
     thumbnail: Option<PathBuf>,
     log: Option<Arc<Mutex<OutputLog>>>,
 }
@@ -67,8 +68,14 @@ pub struct Job {
 /// An image that passed its checks.
 #[derive(Debug, Clone)]
 pub struct Finished {
-    /// The image.
+    /// The frame's main image.
     pub image: PathBuf,
+    /// The render's folder.
+    pub dir: PathBuf,
+    /// Every file the frame wrote, relative to `dir`.
+    pub outputs: Vec<String>,
+    /// What the worker changed and the controller should say.
+    pub notes: Vec<String>,
     /// Its thumbnail.
     pub thumbnail: PathBuf,
     /// Width in pixels.
@@ -130,6 +137,8 @@ impl Renders {
             error: None,
             log_tail: Vec::new(),
             missing_files: Vec::new(),
+            outputs: Vec::new(),
+            notes: Vec::new(),
         };
         self.map.insert(
             id.clone(),
@@ -140,6 +149,7 @@ impl Renders {
                 input: Some(input),
                 cancel: shutdown.child_token(),
                 image: None,
+                dir: None,
                 thumbnail: None,
                 log: None,
                 changed: 0,
@@ -269,7 +279,10 @@ impl Renders {
                     .image
                     .extension()
                     .map(|ext| ext.to_string_lossy().into_owned());
+                render.status.outputs = finished.outputs;
+                render.status.notes = finished.notes;
                 render.image = Some(finished.image);
+                render.dir = Some(finished.dir);
                 render.thumbnail = Some(finished.thumbnail);
                 self.frames_rendered += 1;
                 self.last_preview = Some((render.status.frame, finished.preview));
@@ -349,6 +362,14 @@ impl Renders {
     pub fn image(&self, id: &str) -> Option<(PathBuf, PathBuf)> {
         let render = self.map.get(id)?;
         Some((render.image.clone()?, render.thumbnail.clone()?))
+    }
+
+    /// One of a done render's outputs (as listed in its status), by its
+    /// path relative to the render.
+    pub fn output(&self, id: &str, output: &str) -> Option<PathBuf> {
+        let render = self.map.get(id)?;
+        let listed = render.status.outputs.iter().any(|known| known == output);
+        Some(render.dir.as_ref()?.join(output)).filter(|_| listed)
     }
 
     /// The current render: id, frame, progress.

@@ -44,7 +44,7 @@ pub enum BridgeCommand {
     /// Show a folder dialog for the output folder.
     PickOutputDir,
     /// Start a job (its node check is added here: it reads the file).
-    Start(JobSpec),
+    Start(Box<JobSpec>),
     /// Pass a command to the running job.
     Engine(EngineCommand),
     /// Use this node (`http://HOST:PORT`) in the running job and the next.
@@ -74,7 +74,7 @@ pub enum BridgeEvent {
         /// The file.
         path: PathBuf,
         /// Its scene, or what went wrong, said for the user.
-        result: Result<SceneInfo, String>,
+        result: Result<Box<SceneInfo>, String>,
     },
     /// The user picked a .blend in the dialog.
     PickedBlend(PathBuf),
@@ -361,6 +361,7 @@ async fn run(
                     let result = match blender {
                         Ok(blender) => inspect::inspect(&blender, &path)
                             .await
+                            .map(Box::new)
                             .map_err(|err| err.to_string()),
                         Err(err) => Err(err),
                     };
@@ -422,7 +423,7 @@ async fn run(
                     ..EngineConfig::default()
                 };
                 job = Some(start_job(
-                    spec,
+                    *spec,
                     engine_config,
                     out.clone(),
                     ended_tx.clone(),

@@ -16,9 +16,8 @@ use super::state::ControllerState;
 use super::thumbnails::Thumbnails;
 use crate::controller::engine::{EngineCommand, EngineEvent, NodeStatus, NodeView, Outcome};
 use crate::controller::inspect::SceneInfo;
-use crate::controller::output::OutputDir;
+use crate::controller::output::OutputPlan;
 use crate::controller::scheduler::{FrameIndex, FrameState};
-use crate::wire::ImageFormat;
 
 /// Events taken from the bridge in one frame; more wait for the next.
 const EVENTS_PER_FRAME: usize = 20_000;
@@ -164,7 +163,7 @@ pub struct ControllerApp {
     pub viewer: Option<FrameViewer>,
     /// The .blend and format of the job started from this window, to name
     /// its frame files.
-    job_files: Option<(PathBuf, ImageFormat)>,
+    job_files: Option<OutputPlan>,
     /// Start the job as soon as the file being read is read.
     start_when_read: bool,
     /// The address typed into "Add a server".
@@ -284,10 +283,7 @@ impl ControllerApp {
 
     /// The file of `frame` in the job's output folder.
     fn frame_path(&self, frame: i32) -> Option<PathBuf> {
-        let (Some((blend, format)), Some(dir)) = (&self.job_files, &self.state.output_dir) else {
-            return None;
-        };
-        Some(OutputDir::new(dir.clone(), blend, *format).frame_path(frame))
+        Some(self.job_files.as_ref()?.frame_path(frame))
     }
 
     /// Asks the background for the previews of newly finished frames. A
@@ -337,7 +333,7 @@ impl ControllerApp {
                             .form(&scene.file)
                             .cloned()
                             .unwrap_or_else(|| JobForm::from_scene(&scene));
-                        self.scene = Some((scene, form));
+                        self.scene = Some((*scene, form));
                         self.allow_missing = false;
                         if std::mem::take(&mut self.start_when_read) {
                             self.start_job();
@@ -423,9 +419,9 @@ impl ControllerApp {
                 self.message = None;
                 self.state.begin_job(&spec.frames);
                 self.thumbnails.clear();
-                self.job_files = Some((spec.blend.clone(), spec.format));
+                self.job_files = Some(spec.output.clone());
                 self.job_active = true;
-                self.send(BridgeCommand::Start(spec));
+                self.send(BridgeCommand::Start(Box::new(spec)));
             }
             Err(err) => self.message = Some((MessageKind::Error, err)),
         }
@@ -1132,7 +1128,7 @@ mod tests {
         };
         let mut form = JobForm::from_scene(&scene);
         form.frames = "3-7".into();
-        form.format = ImageFormat::Jpeg;
+        form.format = crate::wire::ImageFormat::Jpeg;
         remembered.remember_form(&scene.file, form.clone());
         // Through storage and back, as eframe keeps it.
         let text = serde_json::to_string(&remembered).unwrap();
@@ -1153,7 +1149,7 @@ mod tests {
             &ctx,
             BridgeEvent::Inspected {
                 path: scene.file.clone(),
-                result: Ok(scene.clone()),
+                result: Ok(Box::new(scene.clone())),
             },
         );
         assert_eq!(app.form(), Some(&form));
@@ -1166,7 +1162,7 @@ mod tests {
             &ctx,
             BridgeEvent::Inspected {
                 path: other.file.clone(),
-                result: Ok(other.clone()),
+                result: Ok(Box::new(other.clone())),
             },
         );
         assert_eq!(app.form(), Some(&JobForm::from_scene(&other)));

@@ -1,12 +1,12 @@
 //! The job panel's fields and how they become a [`JobSpec`], the way
 //! `herd render` builds one from a scene and its flags.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::controller::engine::JobSpec;
 use crate::controller::frames::parse_frames;
 use crate::controller::inspect::SceneInfo;
-use crate::controller::output::{OutputDir, format_from_blender};
+use crate::controller::output::{OutputPlan, format_from_blender};
 use crate::wire::{ImageFormat, Overrides};
 
 /// The formats the window offers, with their names.
@@ -38,7 +38,10 @@ impl JobForm {
     pub fn from_scene(scene: &SceneInfo) -> Self {
         Self {
             frames: scene_frames(scene),
-            output_dir: OutputDir::default_dir(&scene.file).display().to_string(),
+            output_dir: OutputPlan::for_scene(scene, None, None)
+                .dir
+                .display()
+                .to_string(),
             resolution_percent: scene.resolution_percentage,
             samples: scene.samples,
             format: format_from_blender(&scene.file_format).unwrap_or(ImageFormat::Png),
@@ -56,21 +59,28 @@ impl JobForm {
     }
 
     /// The job to start, or what to fix first. Only the settings that differ
-    /// from the scene's are sent as overrides, the format always (a format
-    /// herd cannot check renders as PNG, as on the command line).
+    /// from the scene's are sent as overrides; an output folder other than
+    /// the scene's own holds the frames as `<blend name>_####`.
     pub fn to_spec(&self, scene: &SceneInfo) -> Result<JobSpec, String> {
         let frames = self.parsed_frames()?;
         let output_dir = self.output_dir.trim();
         if output_dir.is_empty() {
             return Err("choose an output folder".into());
         }
+        let own_dir = OutputPlan::for_scene(scene, None, None).dir;
+        let out = (own_dir != Path::new(output_dir)).then(|| PathBuf::from(output_dir));
+        let format =
+            (format_from_blender(&scene.file_format) != Some(self.format)).then_some(self.format);
+        let output = OutputPlan::for_scene(scene, out.as_deref(), format);
         let overrides = Overrides {
             resolution_percent: (self.resolution_percent != scene.resolution_percentage)
                 .then_some(self.resolution_percent),
             samples: self
                 .samples
                 .filter(|samples| Some(*samples) != scene.samples),
-            format: Some(self.format),
+            format,
+            scene: None,
+            output_name: Some(output.name.clone()),
         };
         overrides.validate()?;
         let percent = self.resolution_percent;
@@ -78,10 +88,9 @@ impl JobForm {
             blend: scene.file.clone(),
             files: crate::controller::deps::files_to_send(&scene.dependencies),
             frames,
-            output_dir: PathBuf::from(output_dir),
-            format: self.format,
+            output,
             overrides,
-            expected_size: Some((
+            expected_size: (!scene.use_multiview).then_some((
                 scene.resolution_x * percent / 100,
                 scene.resolution_y * percent / 100,
             )),
@@ -119,31 +128,10 @@ pub fn is_blend(path: &std::path::Path) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::controller::inspect::Compression;
 
     /// A scene as Blender would describe the demo.
     pub(crate) fn scene() -> SceneInfo {
-        SceneInfo {
-            file: "/work/shots/demo.blend".into(),
-            saved_by: "3.4".into(),
-            compression: Compression::None,
-            blender_version: "3.4.1".into(),
-            scene: "Scene".into(),
-            frame_start: 1,
-            frame_end: 24,
-            frame_step: 1,
-            resolution_x: 320,
-            resolution_y: 180,
-            resolution_percentage: 100,
-            engine: "CYCLES".into(),
-            samples: Some(16),
-            file_format: "PNG".into(),
-            fps: 24.0,
-            camera: Some("Camera".into()),
-            dependencies: Vec::new(),
-            use_denoising: Some(false),
-            warnings: Vec::new(),
-        }
+        crate::controller::inspect::tests::scene_info()
     }
 
     #[test]
@@ -157,15 +145,19 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_untouched_form_overrides_only_the_format() {
+    fn an_untouched_form_overrides_nothing() {
         let spec = JobForm::from_scene(&scene()).to_spec(&scene()).unwrap();
         assert_eq!(spec.frames, (1..=24).collect::<Vec<_>>());
         assert_eq!(
             spec.overrides,
             Overrides {
-                format: Some(ImageFormat::Png),
+                output_name: Some("demo_####".into()),
                 ..Overrides::default()
             }
+        );
+        assert_eq!(
+            spec.output.frame_path(3),
+            Path::new("/work/shots/demo_frames/demo_0003.png")
         );
         assert_eq!(spec.expected_size, Some((320, 180)));
     }
@@ -181,7 +173,8 @@ pub(crate) mod tests {
         assert_eq!(spec.frames, [1, 2, 3, 10]);
         assert_eq!(spec.overrides.resolution_percent, Some(50));
         assert_eq!(spec.overrides.samples, Some(4));
-        assert_eq!(spec.format, ImageFormat::Jpeg);
+        assert_eq!(spec.overrides.format, Some(ImageFormat::Jpeg));
+        assert_eq!(spec.output.format, "JPEG");
         assert_eq!(spec.expected_size, Some((160, 90)));
     }
 

@@ -1,0 +1,283 @@
+//! What herd brings back is what Blender writes: for generated scenes (a
+//! File Output node with passes in `//`, relative and absolute folders;
+//! multilayer EXR with two view layers; 16-bit PNG; TIFF; a `###` pattern in
+//! a sub-folder; a second scene picked with `--scene`) the tree `herd render`
+//! writes equals the tree `blender -b FILE -a` writes, file by file: the same
+//! names in the same places, the same size, channels and pixels. Real
+//! Blender; the local node on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const HERD: &str = env!("CARGO_BIN_EXE_herd");
+
+/// Builds the test scene `kind` as `dir/scene.blend` (see outputs_scene.py);
+/// `absolute` is the folder of the absolute File Output node.
+fn make_scene(dir: &Path, kind: &str, absolute: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let blend = dir.join("scene.blend");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/outputs_scene.py");
+    let status = Command::new(common::blender())
+        .args(["-b", "--factory-startup", "--python"])
+        .arg(&script)
+        .arg("--")
+        .arg(&blend)
+        .arg(kind)
+        .arg(absolute.join("far_"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the {kind} scene failed");
+    blend
+}
+
+/// `blender -b FILE [-S SCENE] -a` in the file's folder.
+fn blender_writes(blend: &Path, scene: Option<&str>) {
+    let mut command = Command::new(common::blender());
+    command.arg("-b").arg(blend);
+    if let Some(scene) = scene {
+        command.args(["-S", scene]);
+    }
+    let output = command
+        .arg("-a")
+        .current_dir(blend.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "Blender failed: {output:?}");
+}
+
+/// `herd render --json` with the local node only; returns its JSON events.
+fn herd_writes(blend: &Path, work: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let output = Command::new(HERD)
+        .arg("render")
+        .arg(blend)
+        .args(["--no-discovery", "--json", "--work-dir"])
+        .arg(work)
+        .args(args)
+        .env("HERD_LOOPBACK_ONLY", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(
+        output.status.success(),
+        "herd render failed: {}\n{events:#?}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    events
+}
+
+/// Every file under `root` but the .blend and herd's journal, by relative path.
+fn tree(root: &Path) -> BTreeMap<String, PathBuf> {
+    let mut files = BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".blend") || name.starts_with(".herd-journal") {
+                continue;
+            }
+            let relative = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            files.insert(relative, path);
+        }
+    }
+    files
+}
+
+/// An EXR's layers and channels with their samples (as f32), and its size.
+type ExrContent = (
+    Vec<(Option<String>, Vec<(String, Vec<f32>)>)>,
+    (usize, usize),
+);
+
+fn exr_content(path: &Path) -> ExrContent {
+    use exr::prelude::*;
+    let image = read()
+        .no_deep_data()
+        .largest_resolution_level()
+        .all_channels()
+        .all_layers()
+        .all_attributes()
+        .from_file(path)
+        .unwrap();
+    let mut size = (0, 0);
+    let layers = image
+        .layer_data
+        .iter()
+        .map(|layer| {
+            size = (layer.size.0, layer.size.1);
+            let channels = layer
+                .channel_data
+                .list
+                .iter()
+                .map(|channel| {
+                    let samples = channel.sample_data.values_as_f32().collect::<Vec<f32>>();
+                    (channel.name.to_string(), samples)
+                })
+                .collect();
+            (
+                layer
+                    .attributes
+                    .layer_name
+                    .as_ref()
+                    .map(ToString::to_string),
+                channels,
+            )
+        })
+        .collect();
+    (layers, size)
+}
+
+/// Asserts `ours` holds what `theirs` holds: EXR channels and samples, or
+/// decoded pixels of other images (with their colour type).
+fn assert_same_file(ours: &Path, theirs: &Path) {
+    let ext = theirs
+        .extension()
+        .unwrap()
+        .to_string_lossy()
+        .to_ascii_lowercase();
+    if ext == "exr" {
+        let (a, b) = (exr_content(ours), exr_content(theirs));
+        let names = |content: &ExrContent| -> Vec<String> {
+            content
+                .0
+                .iter()
+                .flat_map(|(layer, channels)| {
+                    channels.iter().map(move |(name, _)| {
+                        format!("{}{name}", layer.clone().unwrap_or_default())
+                    })
+                })
+                .collect()
+        };
+        assert_eq!(names(&a), names(&b), "{}: channels differ", ours.display());
+        assert_eq!(a.1, b.1, "{}: size differs", ours.display());
+        assert!(a == b, "{}: samples differ from Blender's", ours.display());
+    } else {
+        let a = image::open(ours).unwrap();
+        let b = image::open(theirs).unwrap();
+        assert_eq!(
+            a.color(),
+            b.color(),
+            "{}: colour type differs",
+            ours.display()
+        );
+        assert_eq!(
+            (a.width(), a.height()),
+            (b.width(), b.height()),
+            "{}: size differs",
+            ours.display()
+        );
+        assert!(
+            a.as_bytes() == b.as_bytes(),
+            "{}: pixels differ from Blender's",
+            ours.display()
+        );
+    }
+}
+
+/// Renders scene `kind` with Blender and with herd, each in its own folder,
+/// and compares what each wrote (in the folder and in the absolute one).
+fn compare(kind: &str, herd_args: &[&str], scene: Option<&str>) {
+    let root = tempfile::tempdir().unwrap();
+    let (theirs, ours) = (root.path().join("blender"), root.path().join("herd"));
+    let (theirs_abs, ours_abs) = (
+        root.path().join("blender_abs"),
+        root.path().join("herd_abs"),
+    );
+    let native = make_scene(&theirs, kind, &theirs_abs);
+    let blend = make_scene(&ours, kind, &ours_abs);
+    blender_writes(&native, scene);
+    herd_writes(&blend, &root.path().join("work"), herd_args);
+    for (ours, theirs) in [(&ours, &theirs), (&ours_abs, &theirs_abs)] {
+        let (a, b) = (tree(ours), tree(theirs));
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{kind}: herd wrote other files than Blender"
+        );
+        for (name, path) in &a {
+            assert_same_file(path, &b[name]);
+        }
+    }
+    assert!(!tree(&ours).is_empty(), "{kind}: nothing written");
+}
+
+#[test]
+fn file_output_nodes_write_every_pass_where_blender_does() {
+    compare("file_output", &[], None);
+}
+
+#[test]
+fn multilayer_exr_keeps_every_view_layer_and_pass() {
+    compare("multilayer", &[], None);
+}
+
+#[test]
+fn sixteen_bit_png_stays_sixteen_bit() {
+    compare("png16", &[], None);
+}
+
+#[test]
+fn tiff_comes_back_as_tiff() {
+    compare("tiff", &[], None);
+}
+
+#[test]
+fn an_output_pattern_with_hashes_in_a_sub_folder() {
+    compare("pattern", &[], None);
+}
+
+#[test]
+fn the_scene_picked_with_scene_is_rendered() {
+    compare("two_scenes", &["--scene", "Other"], Some("Other"));
+}
+
+#[test]
+fn the_untouched_default_path_falls_back_beside_the_blend_and_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shot");
+    let blend = make_scene(&dir, "default", &root.path().join("abs"));
+    let events = herd_writes(&blend, &root.path().join("work"), &["--frames", "1"]);
+    let said = common::log_lines(&events)
+        .any(|line| line.contains("/tmp/") && line.contains("scene_frames"));
+    assert!(said, "no word of the fallback: {events:#?}");
+    let written: Vec<String> = tree(&dir).into_keys().collect();
+    assert_eq!(written, ["scene_frames/scene_0001.png"]);
+}
+
+#[test]
+fn out_still_overrides_the_scene_path() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shot");
+    let blend = make_scene(&dir, "pattern", &root.path().join("abs"));
+    let out = root.path().join("chosen");
+    let out_text = out.to_string_lossy().into_owned();
+    herd_writes(
+        &blend,
+        &root.path().join("work"),
+        &["--frames", "2", "--out", &out_text],
+    );
+    let written: Vec<String> = tree(&out).into_keys().collect();
+    assert_eq!(written, ["scene_0002.jpg"]);
+    assert!(!dir.join("renders").exists());
+}

@@ -1,0 +1,105 @@
+"""Builds the scenes of herd's output tests (tests/outputs.rs): what Blender
+writes for each must be what herd brings back.
+
+    blender -b --factory-startup --python outputs_scene.py -- OUT.blend KIND
+
+KIND: file_output (a File Output node writing passes to a `//` path, a
+relative sub-folder and an absolute path, PNG and EXR), multilayer (two
+view layers with Z and Normal passes to one multilayer EXR), png16, tiff,
+pattern (`//renders/shot_###` in a sub-folder), default (the untouched
+`/tmp/`), two_scenes (a second scene that differs, chosen with --scene).
+"""
+
+import sys
+
+import bpy
+
+argv = sys.argv[sys.argv.index("--") + 1 :]
+out, kind = argv[0], argv[1]
+absolute = argv[2] if len(argv) > 2 else None
+
+scene = bpy.context.scene
+scene.render.engine = "CYCLES"
+scene.cycles.samples = 2
+scene.cycles.use_denoising = False
+scene.render.resolution_x = 64
+scene.render.resolution_y = 48
+scene.render.resolution_percentage = 100
+scene.frame_start = 1
+scene.frame_end = 2
+scene.render.filepath = "//out/frame_"
+cube = bpy.data.objects.get("Cube")
+cube.keyframe_insert("location", frame=1)
+cube.location.x += 1.0
+cube.keyframe_insert("location", frame=2)
+
+
+def compositor(scene):
+    if hasattr(scene, "compositing_node_group"):
+        tree = bpy.data.node_groups.new("Compositing", "CompositorNodeTree")
+        scene.compositing_node_group = tree
+        return tree, None
+    scene.use_nodes = True
+    tree = scene.node_tree
+    return tree, tree.nodes.get("Render Layers")
+
+
+def file_output(tree, path, name):
+    node = tree.nodes.new("CompositorNodeOutputFile")
+    node.name = name
+    if hasattr(node, "base_path"):
+        node.base_path = path
+    else:
+        node.directory = path
+    return node
+
+
+if kind == "file_output":
+    scene.view_layers[0].use_pass_z = True
+    scene.view_layers[0].use_pass_normal = True
+    tree, layers = compositor(scene)
+    passes = file_output(tree, "//passes/", "passes")
+    passes.format.file_format = "PNG"
+    passes.file_slots.new("normal/normal_")
+    passes.file_slots[0].path = "image_"
+    tree.links.new(layers.outputs["Image"], passes.inputs[0])
+    tree.links.new(layers.outputs["Normal"], passes.inputs[1])
+    depth = file_output(tree, "//", "depth")
+    depth.format.file_format = "OPEN_EXR"
+    depth.file_slots[0].path = "depth/depth_"
+    tree.links.new(layers.outputs["Depth"], depth.inputs[0])
+    if absolute:
+        far = file_output(tree, absolute, "far")
+        far.format.file_format = "PNG"
+        tree.links.new(layers.outputs["Image"], far.inputs[0])
+elif kind == "multilayer":
+    scene.render.image_settings.file_format = "OPEN_EXR_MULTILAYER"
+    scene.render.image_settings.color_depth = "16"
+    first = scene.view_layers[0]
+    first.use_pass_z = True
+    first.use_pass_normal = True
+    second = scene.view_layers.new("Second")
+    second.use_pass_z = True
+elif kind == "png16":
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_depth = "16"
+    scene.render.image_settings.color_mode = "RGBA"
+elif kind == "tiff":
+    scene.render.image_settings.file_format = "TIFF"
+    scene.render.image_settings.color_depth = "16"
+elif kind == "pattern":
+    scene.render.filepath = "//renders/shot_###"
+    scene.render.image_settings.file_format = "JPEG"
+elif kind == "default":
+    scene.render.filepath = "/tmp/"
+elif kind == "two_scenes":
+    other = scene.copy()
+    other.name = "Other"
+    other.use_fake_user = True  # no window shows it: keep it in the file
+    other.render.resolution_x = 40
+    other.render.resolution_y = 30
+    other.render.filepath = "//other/o_"
+else:
+    raise SystemExit(f"unknown kind {kind}")
+
+bpy.ops.wm.save_as_mainfile(filepath=out)
