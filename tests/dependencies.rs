@@ -263,17 +263,25 @@ fn paths_in_a_scene_cannot_reach_outside_the_nodes_work_dir() {
             missing.contains("image 'secret'"),
             "the climbing path stays a missing file: {status}"
         );
+        // What the File Output node wrote is one of the render's outputs,
+        // in the render's own folder on the node, for the controller to
+        // place on its side.
+        let outputs = status["outputs"].as_array().unwrap();
+        assert!(
+            outputs.iter().any(|output| output.as_str().unwrap().starts_with("fo/0/")),
+            "the File Output node's files are outputs of the render: {status}"
+        );
     });
     assert!(
         !Path::new("/tmp/herd-evil-output").exists(),
         "nothing written where the scene said"
     );
-    let written = walk(&node.work_dir.path().join("jobs"))
+    let written = walk(&node.work_dir.path().join("renders"))
         .into_iter()
-        .any(|path| path.to_string_lossy().contains("file_output"));
+        .any(|path| path.components().any(|part| part.as_os_str() == "fo"));
     assert!(
         written,
-        "the File Output node wrote inside the job's folder"
+        "the File Output node wrote inside the node's work dir"
     );
 }
 

@@ -37,8 +37,14 @@ const EVENT_CAPACITY: usize = 4096;
 /// What the window asks of the background.
 #[derive(Debug)]
 pub enum BridgeCommand {
-    /// Read a .blend's scene with Blender.
-    Inspect(PathBuf),
+    /// Read a .blend's scene with Blender: the named one, or the file's
+    /// active scene.
+    Inspect {
+        /// The .blend.
+        path: PathBuf,
+        /// The scene.
+        scene: Option<String>,
+    },
     /// Show a file dialog for a .blend.
     PickBlend,
     /// Show a folder dialog for the output folder.
@@ -354,12 +360,12 @@ async fn run(
             },
         };
         match command {
-            BridgeCommand::Inspect(path) => {
+            BridgeCommand::Inspect { path, scene } => {
                 let blender = blender.clone();
                 let out = out.clone();
                 tokio::spawn(async move {
                     let result = match blender {
-                        Ok(blender) => inspect::inspect(&blender, &path)
+                        Ok(blender) => inspect::inspect_scene(&blender, &path, scene.as_deref())
                             .await
                             .map(Box::new)
                             .map_err(|err| err.to_string()),

@@ -239,8 +239,13 @@ impl ControllerApp {
             return;
         }
         self.message = None;
+        self.inspect(path, None);
+    }
+
+    /// Reads `scene` of the .blend at `path` (its active scene when `None`).
+    fn inspect(&mut self, path: PathBuf, scene: Option<String>) {
         self.inspecting = Some(path.clone());
-        self.send(BridgeCommand::Inspect(path));
+        self.send(BridgeCommand::Inspect { path, scene });
     }
 
     /// Whether a job is under way.
@@ -328,11 +333,26 @@ impl ControllerApp {
                 self.inspecting = None;
                 match result {
                     Ok(scene) => {
-                        let form = self
+                        let mut form = self
                             .remembered
                             .form(&scene.file)
                             .cloned()
                             .unwrap_or_else(|| JobForm::from_scene(&scene));
+                        if let Some(wanted) = form.scene.clone()
+                            && wanted != scene.scene
+                            && scene.scenes.contains(&wanted)
+                        {
+                            // The remembered panel was for another scene.
+                            self.inspect(path, Some(wanted));
+                            return;
+                        }
+                        if form
+                            .scene
+                            .as_ref()
+                            .is_some_and(|wanted| *wanted != scene.scene)
+                        {
+                            form = JobForm::from_scene(&scene);
+                        }
                         self.scene = Some((*scene, form));
                         self.allow_missing = false;
                         if std::mem::take(&mut self.start_when_read) {
@@ -526,6 +546,7 @@ impl ControllerApp {
         let mut start = false;
         let mut pick_dir = false;
         let mut close = false;
+        let mut chosen_scene = None;
         let Some((scene, form)) = &mut self.scene else {
             return;
         };
@@ -554,6 +575,9 @@ impl ControllerApp {
         }
         for warning in &scene.warnings {
             ui.colored_label(palette::WARNING, format!("Warning: {warning}"));
+        }
+        for note in &OutputPlan::for_scene(scene, None, None).notes {
+            ui.colored_label(palette::WARNING, format!("Note: {note}"));
         }
         let missing = scene.missing().len();
         egui::Grid::new("job_form")
@@ -595,16 +619,36 @@ impl ControllerApp {
                     ui.end_row();
                 }
 
+                if scene.scenes.len() > 1 {
+                    let label = ui.label("Scene");
+                    egui::ComboBox::from_id_salt("scene")
+                        .selected_text(&scene.scene)
+                        .show_ui(ui, |ui| {
+                            for name in &scene.scenes {
+                                if ui.selectable_label(*name == scene.scene, name).clicked()
+                                    && *name != scene.scene
+                                {
+                                    chosen_scene = Some(name.clone());
+                                }
+                            }
+                        })
+                        .response
+                        .labelled_by(label.id);
+                    ui.end_row();
+                }
+
                 let label = ui.label("Format");
+                let own = format!("As the scene ({})", scene.file_format);
                 let selected = FORMATS
                     .iter()
-                    .find(|(format, _)| *format == form.format)
-                    .map_or("PNG", |(_, name)| *name);
+                    .find(|(format, _)| Some(*format) == form.format)
+                    .map_or(own.as_str(), |(_, name)| *name);
                 egui::ComboBox::from_id_salt("format")
                     .selected_text(selected)
                     .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut form.format, None, own.as_str());
                         for (format, name) in FORMATS {
-                            ui.selectable_value(&mut form.format, format, name);
+                            ui.selectable_value(&mut form.format, Some(format), name);
                         }
                     })
                     .response
@@ -639,6 +683,14 @@ impl ControllerApp {
         }
         if close {
             self.scene = None;
+        }
+        if let Some(name) = chosen_scene
+            && let Some((scene, form)) = &mut self.scene
+        {
+            form.scene = Some(name.clone());
+            self.remembered.remember_form(&scene.file, form.clone());
+            let path = scene.file.clone();
+            self.inspect(path, Some(name));
         }
     }
 
@@ -1128,7 +1180,7 @@ mod tests {
         };
         let mut form = JobForm::from_scene(&scene);
         form.frames = "3-7".into();
-        form.format = crate::wire::ImageFormat::Jpeg;
+        form.format = Some(crate::wire::ImageFormat::Jpeg);
         remembered.remember_form(&scene.file, form.clone());
         // Through storage and back, as eframe keeps it.
         let text = serde_json::to_string(&remembered).unwrap();

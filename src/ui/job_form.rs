@@ -27,8 +27,12 @@ pub struct JobForm {
     pub resolution_percent: u32,
     /// Samples, for engines that have them.
     pub samples: Option<u32>,
-    /// Output format.
-    pub format: ImageFormat,
+    /// Output format; none: the scene's own.
+    pub format: Option<ImageFormat>,
+    /// The scene to render, when the user picked one; none: the file's
+    /// active scene.
+    #[serde(default)]
+    pub scene: Option<String>,
     /// Render frames again even when the output folder has them.
     pub overwrite: bool,
 }
@@ -44,7 +48,8 @@ impl JobForm {
                 .to_string(),
             resolution_percent: scene.resolution_percentage,
             samples: scene.samples,
-            format: format_from_blender(&scene.file_format).unwrap_or(ImageFormat::Png),
+            format: None,
+            scene: None,
             overwrite: false,
         }
     }
@@ -69,8 +74,9 @@ impl JobForm {
         }
         let own_dir = OutputPlan::for_scene(scene, None, None).dir;
         let out = (own_dir != Path::new(output_dir)).then(|| PathBuf::from(output_dir));
-        let format =
-            (format_from_blender(&scene.file_format) != Some(self.format)).then_some(self.format);
+        let format = self
+            .format
+            .filter(|format| format_from_blender(&scene.file_format) != Some(*format));
         let output = OutputPlan::for_scene(scene, out.as_deref(), format);
         let overrides = Overrides {
             resolution_percent: (self.resolution_percent != scene.resolution_percentage)
@@ -79,7 +85,7 @@ impl JobForm {
                 .samples
                 .filter(|samples| Some(*samples) != scene.samples),
             format,
-            scene: None,
+            scene: self.scene.clone(),
             output_name: Some(output.name.clone()),
         };
         overrides.validate()?;
@@ -141,7 +147,7 @@ pub(crate) mod tests {
         assert_eq!(form.output_dir, "/work/shots/demo_frames");
         assert_eq!(form.resolution_percent, 100);
         assert_eq!(form.samples, Some(16));
-        assert_eq!(form.format, ImageFormat::Png);
+        assert_eq!(form.format, None);
     }
 
     #[test]
@@ -168,7 +174,7 @@ pub(crate) mod tests {
         form.frames = "1-3,10".into();
         form.resolution_percent = 50;
         form.samples = Some(4);
-        form.format = ImageFormat::Jpeg;
+        form.format = Some(ImageFormat::Jpeg);
         let spec = form.to_spec(&scene()).unwrap();
         assert_eq!(spec.frames, [1, 2, 3, 10]);
         assert_eq!(spec.overrides.resolution_percent, Some(50));
