@@ -268,7 +268,9 @@ fn paths_in_a_scene_cannot_reach_outside_the_nodes_work_dir() {
         // place on its side.
         let outputs = status["outputs"].as_array().unwrap();
         assert!(
-            outputs.iter().any(|output| output.as_str().unwrap().starts_with("fo/0/")),
+            outputs
+                .iter()
+                .any(|output| output.as_str().unwrap().starts_with("fo/0/")),
             "the File Output node's files are outputs of the render: {status}"
         );
     });

@@ -222,6 +222,83 @@ fn compare(kind: &str, herd_args: &[&str], scene: Option<&str>) {
     assert!(!tree(&ours).is_empty(), "{kind}: nothing written");
 }
 
+/// Decodes `movie` into PNG frames in `out` with Blender's sequencer (the
+/// same decoder for both movies compared).
+fn decode_movie(movie: &Path, out: &Path) -> BTreeMap<String, PathBuf> {
+    let script = format!(
+        r#"
+import bpy
+scene = bpy.context.scene
+editor = scene.sequence_editor_create()
+strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+strip = strips.new_movie("movie", {movie:?}, channel=1, frame_start=1)
+scene.frame_start = 1
+scene.frame_end = strip.frame_final_duration
+element = strip.elements[0]
+scene.render.resolution_x = element.orig_width
+scene.render.resolution_y = element.orig_height
+scene.render.resolution_percentage = 100
+scene.view_settings.view_transform = "Standard"
+scene.render.image_settings.file_format = "PNG"
+scene.render.filepath = {target:?}
+bpy.ops.render.render(animation=True)
+"#,
+        movie = movie.to_string_lossy(),
+        target = format!("{}/f_", out.display()),
+    );
+    let status = Command::new(common::blender())
+        .args(["-b", "--factory-startup", "--python-expr", &script])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "decoding {} failed", movie.display());
+    tree(out)
+}
+
+/// A movie scene: herd renders PNG frames and then encodes the movie with
+/// the scene's settings; decoded, it is frame for frame Blender's own.
+fn compare_movie(kind: &str) {
+    let root = tempfile::tempdir().unwrap();
+    let (theirs, ours) = (root.path().join("blender"), root.path().join("herd"));
+    let native = make_scene(&theirs, kind, &root.path().join("abs"));
+    let blend = make_scene(&ours, kind, &root.path().join("abs"));
+    blender_writes(&native, None);
+    let events = herd_writes(&blend, &root.path().join("work"), &[]);
+    let encoded = events
+        .iter()
+        .find(|event| event["event"] == "encoded")
+        .unwrap_or_else(|| panic!("no movie: {events:#?}"));
+    let said = common::log_lines(&events).any(|line| line.contains("movie"));
+    assert!(said, "the job did not say it encodes a movie: {events:#?}");
+    let movie = ours.join("movie/shot_0001-0003.mkv");
+    assert_eq!(encoded["path"], movie.to_string_lossy().as_ref());
+    assert!(theirs.join("movie/shot_0001-0003.mkv").is_file());
+    let (a, b) = (
+        decode_movie(&movie, &root.path().join("ours")),
+        decode_movie(
+            &theirs.join("movie/shot_0001-0003.mkv"),
+            &root.path().join("theirs"),
+        ),
+    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert_eq!(a.len(), 3, "three frames in the movie");
+    for (name, path) in &a {
+        assert_same_file(path, &b[name]);
+    }
+    // The PNG intermediates stay for a resumed job or a new encode.
+    assert_eq!(tree(&ours.join("scene_frames")).len(), 3);
+}
+
+#[test]
+fn a_movie_scene_ends_as_the_movie_blender_writes() {
+    compare_movie("movie");
+}
+
+#[test]
+fn a_sequencer_only_movie_scene_ends_as_blenders_movie() {
+    compare_movie("sequencer_movie");
+}
+
 #[test]
 fn file_output_nodes_write_every_pass_where_blender_does() {
     compare("file_output", &[], None);

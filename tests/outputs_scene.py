@@ -6,7 +6,8 @@ writes for each must be what herd brings back.
 KIND: file_output (a File Output node writing passes to a `//` path, a
 relative sub-folder and an absolute path, PNG and EXR), multilayer (two
 view layers with Z and Normal passes to one multilayer EXR), png16, tiff,
-pattern (`//renders/shot_###` in a sub-folder), default (the untouched
+pattern (`//renders/shot_###` in a sub-folder), movie (H.264 in MKV),
+sequencer_movie (colour strips and no camera, to MKV), default (the untouched
 `/tmp/`), two_scenes (a second scene that differs, chosen with --scene).
 """
 
@@ -90,6 +91,24 @@ elif kind == "tiff":
 elif kind == "pattern":
     scene.render.filepath = "//renders/shot_###"
     scene.render.image_settings.file_format = "JPEG"
+elif kind in ("movie", "sequencer_movie"):
+    scene.frame_end = 3
+    scene.render.filepath = "//movie/shot_"
+    scene.render.image_settings.file_format = "FFMPEG"
+    scene.render.ffmpeg.format = "MKV"
+    scene.render.ffmpeg.codec = "H264"
+    scene.render.ffmpeg.constant_rate_factor = "MEDIUM"
+    scene.view_settings.view_transform = "Filmic"
+    if kind == "sequencer_movie":
+        # Strips only: what Blender renders is the sequencer's picture.
+        scene.camera = None
+        editor = scene.sequence_editor_create()
+        strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+        red = strips.new_effect("red", "COLOR", channel=1, frame_start=1, frame_end=3)
+        red.color = (0.8, 0.1, 0.1)
+        wipe = strips.new_effect("green", "COLOR", channel=2, frame_start=2, frame_end=4)
+        wipe.color = (0.1, 0.7, 0.2)
+        wipe.blend_alpha = 0.5
 elif kind == "default":
     scene.render.filepath = "/tmp/"
 elif kind == "two_scenes":

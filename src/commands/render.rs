@@ -17,7 +17,7 @@ use herd::controller::engine::{
 use herd::controller::frames::parse_frames;
 use herd::controller::output::{OutputPlan, format_from_blender};
 use herd::controller::scheduler::SchedulerConfig;
-use herd::controller::{deps, inspect};
+use herd::controller::{deps, inspect, movie};
 use herd::node::NodeConfig;
 use herd::wire::{ImageFormat, Overrides};
 
@@ -174,12 +174,25 @@ async fn render(
             eprintln!("warning: {warning}");
         }
     }
+    let movie = spec.output.movie.clone().map(|target| movie::Encode {
+        blend: args.file.clone(),
+        scene: args.scene.clone(),
+        frames: spec
+            .frames
+            .iter()
+            .map(|&frame| (frame, spec.output.frame_path(frame)))
+            .collect(),
+        target,
+    });
     let summary = drive(engine::start(spec, config, None), args.json).await?;
     if !args.json {
         print_summary(&summary);
     }
     match &summary.outcome {
-        Outcome::Complete => Ok(()),
+        Outcome::Complete => match movie {
+            Some(movie) => encode_movie(blender_path, &movie, args.json).await,
+            None => Ok(()),
+        },
         Outcome::Cancelled => bail!(
             "cancelled: {} of {} frames done",
             summary.frames_done,
@@ -199,6 +212,37 @@ async fn render(
             )
         }
     }
+}
+
+/// The movie scene's last step, with a progress bar (or JSON events).
+async fn encode_movie(blender: &std::path::Path, job: &movie::Encode, json: bool) -> Result<()> {
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(job.frames.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("encoding {bar:30} {pos}/{len} frames")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let path = movie::encode(blender, job, |done, total| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "encoding", "done": done, "total": total})
+            );
+        }
+        bar.set_position(done as u64);
+    })
+    .await;
+    bar.finish_and_clear();
+    let path = path?;
+    if json {
+        println!("{}", serde_json::json!({"event": "encoded", "path": path}));
+    } else {
+        println!("movie: {}", path.display());
+    }
+    Ok(())
 }
 
 async fn local_node(args: &RenderArgs, blender_path: PathBuf) -> Result<NodeConfig> {

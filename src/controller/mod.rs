@@ -17,6 +17,7 @@ pub mod engine;
 pub mod frames;
 pub mod inspect;
 pub mod journal;
+pub mod movie;
 pub mod output;
 pub mod remote;
 pub mod scheduler;

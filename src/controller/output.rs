@@ -190,6 +190,9 @@ pub struct OutputPlan {
     pub use_extension: bool,
     /// The folder of each File Output node of the scene, in the tree's order.
     pub file_outputs: Vec<PathBuf>,
+    /// For a movie scene: the movie's folder and the file part of its name
+    /// (see [`super::movie`]); the frames are its PNG intermediates.
+    pub movie: Option<PathBuf>,
     /// Where herd does not write where the scene says, and why: said before
     /// the job starts.
     pub notes: Vec<String>,
@@ -204,10 +207,33 @@ impl OutputPlan {
         let blend = &scene.file;
         let mut notes = Vec::new();
         let mut scene_format = scene.file_format.clone();
+        let herd_name = format!("{}_####", stem(blend));
+        let mut movie = None;
         if is_movie_format(&scene_format) && format.is_none() {
+            // Frames to herd's folder (or --out), the movie where the scene
+            // says once they are all in.
+            let target = match out {
+                Some(out) => out.join(format!("{}_", stem(blend))),
+                None => match resolve_output_path(&scene.output_path, blend) {
+                    Ok((dir, name)) => dir.join(name),
+                    Err(why) => {
+                        let target = Self::default_dir(blend).join(format!("{}_", stem(blend)));
+                        notes.push(format!(
+                            "the scene's output path {:?} is not used ({why}): the movie goes to {}",
+                            scene.output_path,
+                            target.display()
+                        ));
+                        target
+                    }
+                },
+            };
+            let frames = out.map_or_else(|| Self::default_dir(blend), Path::to_path_buf);
             notes.push(format!(
-                "the scene's output is a movie ({scene_format}): herd writes its frames as PNG images, to be encoded afterwards"
+                "the scene's output is a movie ({scene_format}): the frames are rendered to PNG in {} and the movie ({}…) is encoded from them with the scene's settings once all are in",
+                frames.display(),
+                target.display()
             ));
+            movie = Some(target);
             scene_format = "PNG".into();
         }
         let format = match format {
@@ -217,9 +243,9 @@ impl OutputPlan {
             Some(ImageFormat::OpenExr) => "OPEN_EXR".to_string(),
             None => scene_format,
         };
-        let herd_name = format!("{}_####", stem(blend));
         let (dir, name) = match out {
             Some(out) => (out.to_path_buf(), herd_name),
+            None if movie.is_some() => (Self::default_dir(blend), herd_name),
             None => match resolve_output_path(&scene.output_path, blend) {
                 Ok(place) => place,
                 Err(why) => {
@@ -256,6 +282,7 @@ impl OutputPlan {
             format,
             use_extension: scene.use_file_extension,
             file_outputs,
+            movie,
             notes,
         }
     }
@@ -397,7 +424,7 @@ pub fn check_file_as(
                 u32::try_from(size.1).unwrap_or(u32::MAX),
             ))
         }
-        "png" | "jpg" | "jpeg" => Some(
+        "png" | "jpg" | "jpeg" | "tif" | "tiff" => Some(
             image::image_dimensions(path)
                 .map_err(|err| format!("{} does not decode: {err}", named.display()))?,
         ),
@@ -544,9 +571,15 @@ mod tests {
             Some(ImageFormat::Jpeg),
         );
         assert_eq!(plan.frame_path(12), Path::new("/out/scene_0012.jpg"));
-        let plan = OutputPlan::for_scene(&scene("//r/", "FFMPEG"), None, None);
-        assert_eq!(plan.frame_path(1), Path::new("/art/shot/r/0001.png"));
+        let plan = OutputPlan::for_scene(&scene("//r/shot_", "FFMPEG"), None, None);
+        assert_eq!(
+            plan.frame_path(1),
+            Path::new("/art/shot/scene_frames/scene_0001.png")
+        );
+        assert_eq!(plan.movie, Some("/art/shot/r/shot_".into()));
         assert!(plan.notes[0].contains("movie"));
+        let plan = OutputPlan::for_scene(&scene("/tmp/", "FFMPEG"), None, None);
+        assert_eq!(plan.movie, Some("/art/shot/scene_frames/scene_".into()));
     }
 
     #[test]
@@ -602,6 +635,7 @@ mod tests {
             format: "PNG".into(),
             use_extension: true,
             file_outputs: Vec::new(),
+            movie: None,
             notes: Vec::new(),
         };
         let mut png = Vec::new();
