@@ -19,6 +19,7 @@ use crate::controller::engine::{
     self, EngineCommand, EngineConfig, EngineEvent, JobSpec, LocalNode, NodeCheck, NodeView,
 };
 use crate::controller::inspect::{self, SceneInfo};
+use crate::controller::movie;
 use crate::controller::scheduler::SchedulerConfig;
 use crate::controller::watch::{self, ServerTable, WatchCommand, WatchConfig};
 use crate::node::NodeConfig;
@@ -93,6 +94,9 @@ pub enum BridgeEvent {
     Servers(Vec<NodeView>),
     /// The running job ended; an error says why it could not run.
     JobEnded(Result<(), String>),
+    /// A movie scene's frames are being encoded into the movie: frames in,
+    /// of all.
+    Encoding(usize, usize),
     /// A finished frame's image, or why there is none.
     Decoded {
         /// Frame number.
@@ -431,6 +435,7 @@ async fn run(
                 job = Some(start_job(
                     *spec,
                     engine_config,
+                    blender.clone().ok(),
                     out.clone(),
                     ended_tx.clone(),
                 ));
@@ -510,14 +515,26 @@ async fn run(
 }
 
 /// Starts the engine on `spec` and forwards its events; returns where its
-/// commands go. `ended` is told when the job is over.
+/// commands go. A movie scene's movie is encoded with `blender` once every
+/// frame is in. `ended` is told when the job is over.
 fn start_job(
     mut spec: JobSpec,
     engine_config: EngineConfig,
+    blender: Option<PathBuf>,
     out: Out,
     ended: mpsc::Sender<()>,
 ) -> mpsc::Sender<EngineCommand> {
     spec.node_check = node_check(&spec.blend);
+    let movie = spec.output.movie.clone().map(|target| movie::Encode {
+        blend: spec.blend.clone(),
+        scene: spec.overrides.scene.clone(),
+        frames: spec
+            .frames
+            .iter()
+            .map(|&frame| (frame, spec.output.frame_path(frame)))
+            .collect(),
+        target,
+    });
     let engine::EngineHandle {
         commands,
         mut events,
@@ -527,15 +544,52 @@ fn start_job(
         while let Some(event) = events.recv().await {
             out.send(BridgeEvent::Engine(event)).await;
         }
-        let result = match task.await {
-            Ok(Ok(_)) => Ok(()),
+        let mut result = match task.await {
+            Ok(Ok(summary)) => Ok(summary),
             Ok(Err(err)) => Err(err.to_string()),
             Err(err) => Err(format!("the job engine crashed: {err}")),
         };
-        out.send(BridgeEvent::JobEnded(result)).await;
+        if let (Ok(summary), Some(movie), Some(blender)) = (&result, &movie, &blender)
+            && summary.outcome == engine::Outcome::Complete
+        {
+            result = encode_movie(blender, movie, &out)
+                .await
+                .map(|()| summary.clone());
+        }
+        out.send(BridgeEvent::JobEnded(result.map(|_| ()))).await;
         let _ = ended.send(()).await;
     });
     commands
+}
+
+/// Encodes a movie scene's movie, telling the window how far it is.
+async fn encode_movie(blender: &Path, job: &movie::Encode, out: &Out) -> Result<(), String> {
+    out.send(BridgeEvent::Engine(EngineEvent::Log {
+        message: "every frame is in: encoding the movie".into(),
+    }))
+    .await;
+    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel((0, job.frames.len()));
+    let forward = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            while progress_rx.changed().await.is_ok() {
+                let (done, total) = *progress_rx.borrow_and_update();
+                out.send(BridgeEvent::Encoding(done, total)).await;
+            }
+        })
+    };
+    let encoded = movie::encode(blender, job, |done, total| {
+        let _ = progress_tx.send((done, total));
+    })
+    .await;
+    drop(progress_tx);
+    let _ = forward.await;
+    let path = encoded.map_err(|err| err.to_string())?;
+    out.send(BridgeEvent::Engine(EngineEvent::Log {
+        message: format!("movie written: {}", path.display()),
+    }))
+    .await;
+    Ok(())
 }
 
 /// Refuses nodes whose Blender cannot open the file, as `herd render` does.

@@ -164,6 +164,8 @@ pub struct ControllerApp {
     /// The .blend and format of the job started from this window, to name
     /// its frame files.
     job_files: Option<OutputPlan>,
+    /// A movie scene's encoding: frames in, of all.
+    encoding: Option<(usize, usize)>,
     /// Start the job as soon as the file being read is read.
     start_when_read: bool,
     /// The address typed into "Add a server".
@@ -189,6 +191,7 @@ impl ControllerApp {
             thumbnails: Thumbnails::default(),
             viewer: None,
             job_files: None,
+            encoding: None,
             start_when_read: false,
             new_node: String::new(),
             remembered: Remembered::default(),
@@ -403,7 +406,9 @@ impl ControllerApp {
                     }));
                 }
             }
+            BridgeEvent::Encoding(done, total) => self.encoding = Some((done, total)),
             BridgeEvent::JobEnded(result) => {
+                self.encoding = None;
                 self.job_active = false;
                 self.state.running = false;
                 if let Err(err) = result {
@@ -712,6 +717,13 @@ impl ControllerApp {
                     .desired_width(ui.available_width().min(400.0))
                     .text(format!("{done} / {total} frames")),
             );
+            if let Some((encoded, of)) = self.encoding {
+                ui.add(
+                    egui::ProgressBar::new(encoded as f32 / of.max(1) as f32)
+                        .desired_width(200.0)
+                        .text(format!("encoding the movie: {encoded} / {of}")),
+                );
+            }
             if self.job_running() {
                 let paused = self.state.progress.as_ref().is_some_and(|p| p.paused);
                 let (label, hint) = if paused {
