@@ -77,7 +77,57 @@ def describe(scene):
                          for node in file_output_nodes(scene)],
         "scenes": [other.name for other in bpy.data.scenes],
         "view_layers": [layer.name for layer in scene.view_layers if layer.use],
+        "simulations": simulations(scene),
     }
+
+
+def point_caches(scene):
+    """The simulations of `scene` Blender caches frame by frame (rigid body,
+    cloth, soft body, particles, dynamic paint): (kind, name, point cache)."""
+    found = []
+    world = scene.rigidbody_world
+    if world and world.enabled and world.collection and len(world.collection.objects):
+        found.append(("rigid body", world.collection.name, world.point_cache))
+    for obj in scene.objects:
+        for modifier in obj.modifiers:
+            if not modifier.show_render:
+                continue
+            if modifier.type in {"CLOTH", "SOFT_BODY"}:
+                found.append((modifier.type.lower().replace("_", " "), obj.name, modifier.point_cache))
+            elif modifier.type == "DYNAMIC_PAINT" and modifier.canvas_settings:
+                for surface in modifier.canvas_settings.canvas_surfaces:
+                    found.append(("dynamic paint", obj.name, surface.point_cache))
+        for system in obj.particle_systems:
+            settings = system.settings
+            if settings.type == "EMITTER" or getattr(settings, "use_hair_dynamics", False) and system.use_hair_dynamics:
+                found.append(("particles", f"{obj.name}/{system.name}", system.point_cache))
+    return found
+
+
+def simulations(scene):
+    """Every simulation of the scene and whether it is baked: unbaked ones
+    depend on every frame before them. `bakeable`: herd can bake it by
+    stepping the frames (point caches); others must be baked in Blender."""
+    found = [{"kind": kind, "name": name, "baked": bool(cache.is_baked), "bakeable": True}
+             for kind, name, cache in point_caches(scene)]
+    for obj in scene.objects:
+        for modifier in obj.modifiers:
+            settings = getattr(modifier, "domain_settings", None)
+            if modifier.type == "FLUID" and modifier.fluid_type == "DOMAIN" and settings:
+                baked = bool(getattr(settings, "has_cache_baked_data", False)
+                             or getattr(settings, "has_cache_baked_any", False))
+                found.append({"kind": "fluid", "name": obj.name, "baked": baked, "bakeable": False})
+            elif modifier.type == "NODES" and modifier.node_group:
+                zones = any(node.bl_idname == "GeometryNodeSimulationOutput"
+                            for node in modifier.node_group.nodes)
+                if zones:
+                    bakes = getattr(modifier, "bakes", None)
+                    baked = bool(bakes) and all(getattr(bake, "bake_mode", "") == "STILL" or
+                                                 os.path.isdir(bpy.path.abspath(getattr(bake, "directory", "") or ""))
+                                                 for bake in bakes)
+                    found.append({"kind": "geometry nodes simulation", "name": obj.name,
+                                  "baked": baked, "bakeable": False})
+    return found
 
 
 def compositor_tree(scene):

@@ -299,6 +299,56 @@ fn a_sequencer_only_movie_scene_ends_as_blenders_movie() {
     compare_movie("sequencer_movie");
 }
 
+/// An unbaked rigid body rendered over two nodes (each jumping to its
+/// frames) equals Blender stepping the frames in order: herd bakes it first.
+#[test]
+fn an_unbaked_simulation_renders_as_blender_plays_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (theirs, ours) = (root.path().join("blender"), root.path().join("herd"));
+    let native = make_scene(&theirs, "rigid_body", &root.path().join("abs"));
+    let blend = make_scene(&ours, "rigid_body", &root.path().join("abs"));
+    let stepped = r#"
+import bpy
+scene = bpy.context.scene
+for frame in range(scene.frame_start, scene.frame_end + 1):
+    scene.frame_set(frame)
+    scene.render.filepath = bpy.path.abspath(f"//out/frame_{frame:04d}")
+    bpy.ops.render.render(write_still=True)
+"#;
+    let status = Command::new(common::blender())
+        .arg("-b")
+        .arg(&native)
+        .args(["--python-expr", stepped])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let nodes = [
+        common::NodeProcess::start(&[]),
+        common::NodeProcess::start(&[]),
+    ];
+    let mut args = vec!["--no-local".to_string()];
+    for node in &nodes {
+        args.extend(["--node".to_string(), format!("http://{}", node.addr())]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let events = herd_writes(&blend, &root.path().join("work"), &args);
+    assert!(
+        events.iter().any(|event| event["event"] == "baking"),
+        "no baking step: {events:#?}"
+    );
+    let (a, b) = (tree(&ours.join("out")), tree(&theirs.join("out")));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert_eq!(a.len(), 12);
+    for (name, path) in &a {
+        assert_same_file(path, &b[name]);
+    }
+    // Not stepped, the cube would not have fallen: the frames differ.
+    let first = image::open(&a["frame_0001.png"]).unwrap();
+    let last = image::open(&a["frame_0012.png"]).unwrap();
+    assert!(first.as_bytes() != last.as_bytes(), "the cube fell");
+}
+
 #[test]
 fn file_output_nodes_write_every_pass_where_blender_does() {
     compare("file_output", &[], None);

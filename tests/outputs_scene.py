@@ -8,7 +8,7 @@ relative sub-folder and an absolute path, PNG and EXR), multilayer (two
 view layers with Z and Normal passes to one multilayer EXR), png16, tiff,
 pattern (`//renders/shot_###` in a sub-folder), movie (H.264 in MKV),
 sequencer_movie (colour strips and no camera, to MKV), default (the untouched
-`/tmp/`), two_scenes (a second scene that differs, chosen with --scene).
+`/tmp/`), rigid_body (an unbaked rigid body drop over 12 frames), two_scenes (a second scene that differs, chosen with --scene).
 """
 
 import sys
@@ -109,6 +109,16 @@ elif kind in ("movie", "sequencer_movie"):
         wipe = strips.new_effect("green", "COLOR", channel=2, frame_start=2, frame_end=4)
         wipe.color = (0.1, 0.7, 0.2)
         wipe.blend_alpha = 0.5
+elif kind == "rigid_body":
+    # A cube dropped onto a plane, unbaked.
+    scene.frame_end = 12
+    cube.animation_data_clear()
+    cube.location = (0.0, 0.0, 3.0)
+    cube.rotation_euler = (0.3, 0.2, 0.0)
+    bpy.ops.mesh.primitive_plane_add(size=10, location=(0, 0, -1))
+    bpy.ops.rigidbody.object_add(type="PASSIVE")
+    bpy.context.view_layer.objects.active = cube
+    bpy.ops.rigidbody.object_add(type="ACTIVE")
 elif kind == "default":
     scene.render.filepath = "/tmp/"
 elif kind == "two_scenes":

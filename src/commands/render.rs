@@ -17,7 +17,7 @@ use herd::controller::engine::{
 use herd::controller::frames::parse_frames;
 use herd::controller::output::{OutputPlan, format_from_blender};
 use herd::controller::scheduler::SchedulerConfig;
-use herd::controller::{deps, inspect, movie};
+use herd::controller::{bake, deps, inspect, movie};
 use herd::node::NodeConfig;
 use herd::wire::{ImageFormat, Overrides};
 
@@ -148,11 +148,12 @@ async fn render(
         inspect::check_compatible(&file, header.version, &info.blender_version)
             .map_err(|err| err.to_string())
     });
-    let spec = JobSpec {
+    let mut spec = JobSpec {
         blend: args.file.clone(),
         files: deps::files_to_send(&scene.dependencies),
         frames,
         output,
+        baked: None,
         overrides,
         expected_size,
         overwrite: args.overwrite,
@@ -173,6 +174,9 @@ async fn render(
         for warning in &scene.warnings {
             eprintln!("warning: {warning}");
         }
+    }
+    if bake::needs_bake(&scene) {
+        spec.baked = Some(bake_simulations(args, blender_path, &spec).await?);
     }
     let movie = spec.output.movie.clone().map(|target| movie::Encode {
         blend: args.file.clone(),
@@ -214,25 +218,64 @@ async fn render(
     }
 }
 
-/// The movie scene's last step, with a progress bar (or JSON events).
-async fn encode_movie(blender: &std::path::Path, job: &movie::Encode, json: bool) -> Result<()> {
+/// Bakes the scene's simulations into a copy that the nodes render, with a
+/// progress bar (or JSON events).
+async fn bake_simulations(
+    args: &RenderArgs,
+    blender: &std::path::Path,
+    spec: &JobSpec,
+) -> Result<PathBuf> {
+    let first = spec.frames.iter().copied().min().unwrap_or(1);
+    let last = spec.frames.iter().copied().max().unwrap_or(1);
+    let bar = step_bar(
+        args.json,
+        "baking the simulations {bar:30} {pos}/{len} frames",
+    );
+    let out = bake::baked_path(&spec.output.dir, &spec.blend);
+    let baked = bake::bake(
+        blender,
+        &spec.blend,
+        args.scene.as_deref(),
+        first,
+        last,
+        &out,
+        |done, total| step_progress(&bar, args.json, "baking", done, total),
+    )
+    .await;
+    bar.finish_and_clear();
+    baked.map_err(anyhow::Error::msg)
+}
+
+/// A bar for a step around the job, hidden with --json.
+fn step_bar(json: bool, template: &str) -> ProgressBar {
     let bar = if json {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(job.frames.len() as u64)
+        ProgressBar::new(0)
     };
     bar.set_style(
-        ProgressStyle::with_template("encoding {bar:30} {pos}/{len} frames")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    bar
+}
+
+/// A step's progress: the bar, or a JSON event named `event`.
+fn step_progress(bar: &ProgressBar, json: bool, event: &str, done: usize, total: usize) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": event, "done": done, "total": total})
+        );
+    }
+    bar.set_length(total as u64);
+    bar.set_position(done as u64);
+}
+
+/// The movie scene's last step, with a progress bar (or JSON events).
+async fn encode_movie(blender: &std::path::Path, job: &movie::Encode, json: bool) -> Result<()> {
+    let bar = step_bar(json, "encoding {bar:30} {pos}/{len} frames");
     let path = movie::encode(blender, job, |done, total| {
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({"event": "encoding", "done": done, "total": total})
-            );
-        }
-        bar.set_position(done as u64);
+        step_progress(&bar, json, "encoding", done, total);
     })
     .await;
     bar.finish_and_clear();

@@ -49,6 +49,10 @@ pub struct JobSpec {
     pub frames: Vec<i32>,
     /// Where the frames and the File Output nodes' files go.
     pub output: OutputPlan,
+    /// The file whose bytes are sent as the .blend, when not the .blend
+    /// itself: a copy with its simulations baked (see [`super::bake`]). It
+    /// takes the .blend's place on the nodes.
+    pub baked: Option<PathBuf>,
     /// Overrides of the file's settings sent with every frame.
     pub overrides: Overrides,
     /// The size every frame must have, when known.
@@ -510,7 +514,7 @@ async fn run(
     for note in &output.notes {
         emit.log(note.clone()).await;
     }
-    let (blob, blob_bytes) = hash_file(&spec.blend).await?;
+    let (blob, blob_bytes) = hash_file(spec.baked.as_ref().unwrap_or(&spec.blend)).await?;
     let (blobs, manifest) = job_blobs(&spec, &blob, blob_bytes).await?;
     let record = JobRecord {
         blob: blob.clone(),
@@ -651,7 +655,7 @@ async fn job_blobs(
     let blend = Blob {
         hash: blend_hash.to_string(),
         bytes: blend_bytes,
-        source: BlobSource::File(spec.blend.clone()),
+        source: BlobSource::File(spec.baked.clone().unwrap_or_else(|| spec.blend.clone())),
     };
     if spec.files.is_empty() {
         return Ok((vec![blend], None));

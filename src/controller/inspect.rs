@@ -482,6 +482,9 @@ pub struct SceneInfo {
     /// The view layers Blender renders (enabled ones).
     #[serde(default)]
     pub view_layers: Vec<String>,
+    /// Its simulations, baked or not.
+    #[serde(default)]
+    pub simulations: Vec<super::bake::Simulation>,
 }
 
 fn yes() -> bool {
@@ -539,6 +542,8 @@ struct ScriptReport {
     scenes: Vec<String>,
     #[serde(default)]
     view_layers: Vec<String>,
+    #[serde(default)]
+    simulations: Vec<super::bake::Simulation>,
 }
 
 /// Reads `file`'s scene with the Blender at `blender`: checks the header
@@ -687,6 +692,22 @@ fn scene_info(
             "Cycles denoising is on: nodes whose Blender is built without OpenImageDenoiser (Debian's is) fail to render it".to_string()
         });
     }
+    for simulation in &report.simulations {
+        if simulation.baked {
+            continue;
+        }
+        warnings.push(if simulation.bakeable {
+            format!(
+                "{} is not baked: herd bakes it once on this machine before the job (frames stepped in order, as Blender plays them) and sends the baked file to the nodes",
+                simulation.describe()
+            )
+        } else {
+            format!(
+                "{} may not be baked: each node would compute it from the frame it jumps to, not as Blender plays it; bake it in Blender first",
+                simulation.describe()
+            )
+        });
+    }
     let mut dependencies = report.dependencies;
     for dependency in &mut dependencies {
         dependency.check();
@@ -734,6 +755,7 @@ fn scene_info(
         file_outputs: report.file_outputs,
         scenes: report.scenes,
         view_layers: report.view_layers,
+        simulations: report.simulations,
     }
 }
 
@@ -851,6 +873,7 @@ pub(crate) mod tests {
             file_outputs: Vec::new(),
             scenes: vec!["Scene".into()],
             view_layers: vec!["ViewLayer".into()],
+            simulations: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`deps`]: a scene's external files and their place on the nodes.
 //! - [`inspect`]: reading a .blend (header version, scene settings).
 
+pub mod bake;
 pub mod deps;
 pub mod discovery;
 pub mod engine;
@@ -21,4 +22,5 @@ pub mod movie;
 pub mod output;
 pub mod remote;
 pub mod scheduler;
+pub mod step;
 pub mod watch;

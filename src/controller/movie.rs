@@ -4,10 +4,8 @@
 //! scene's output path names, as `blender -b FILE -a` would have written it.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use super::step;
 
 /// The encoder script, run inside Blender.
 pub const ENCODE_SCRIPT: &str = include_str!("../../assets/encode.py");
@@ -71,13 +69,6 @@ pub async fn encode(
             path: path.clone(),
         });
     }
-    let failed = |message: String| MovieError::Blender {
-        blender: blender.to_path_buf(),
-        message,
-    };
-    let scratch = tempfile_dir().map_err(|err| failed(format!("no scratch folder: {err}")))?;
-    let script = scratch.join("herd_encode.py");
-    let spec = scratch.join("job.json");
     let frame_start = numbers.first().copied().unwrap_or(1);
     let body = serde_json::json!({
         "scene": job.scene,
@@ -85,86 +76,28 @@ pub async fn encode(
         "frame_start": frame_start,
         "target": job.target,
     });
-    let written = async {
-        if let Some(dir) = job.target.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        tokio::fs::write(&script, ENCODE_SCRIPT).await?;
-        tokio::fs::write(&spec, body.to_string()).await
-    }
-    .await;
-    let result = match written {
-        Ok(()) => run(blender, job, &script, &spec, &mut progress).await,
-        Err(err) => Err(format!("cannot write the encoder's files: {err}")),
+    let failed = |message: String| MovieError::Blender {
+        blender: blender.to_path_buf(),
+        message,
     };
-    let _ = tokio::fs::remove_dir_all(&scratch).await;
-    result.map_err(failed)
-}
-
-async fn run(
-    blender: &Path,
-    job: &Encode,
-    script: &Path,
-    spec: &Path,
-    progress: &mut impl FnMut(usize, usize),
-) -> Result<PathBuf, String> {
-    let mut child = Command::new(blender)
-        .arg("-b")
-        .arg(&job.blend)
-        .arg("--python")
-        .arg(script)
-        .arg("--")
-        .arg(spec)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| format!("cannot start it: {err}"))?;
-    let stdout = child.stdout.take().ok_or("no output from Blender")?;
-    let stderr = child.stderr.take().ok_or("no output from Blender")?;
-    let errors = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut last = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            last.push(line);
-            if last.len() > 8 {
-                last.remove(0);
-            }
-        }
-        last
-    });
-    let mut lines = BufReader::new(stdout).lines();
-    let mut movie = None;
-    let mut tail = Vec::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(count) = line.strip_prefix("herd-encode: ")
-            && let Some((done, total)) = count.split_once('/')
-            && let (Ok(done), Ok(total)) = (done.parse(), total.parse())
-        {
-            progress(done, total);
-        } else if let Some(path) = line.strip_prefix("herd-encoded: ") {
-            movie = Some(PathBuf::from(path));
-        } else if line.contains("Error") {
-            tail.push(line);
-        }
+    if let Some(dir) = job.target.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|err| failed(format!("cannot create {}: {err}", dir.display())))?;
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|err| format!("lost Blender: {err}"))?;
-    tail.extend(errors.await.unwrap_or_default());
-    match movie {
-        Some(movie) if status.success() && movie.is_file() => Ok(movie),
-        _ => Err(format!(
-            "Blender exited with {status}: {}",
-            tail.join(" | ")
-        )),
-    }
-}
-
-fn tempfile_dir() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("herd-encode-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    let said = step::run(
+        blender,
+        &job.blend,
+        ENCODE_SCRIPT,
+        &body,
+        "herd-encode: ",
+        &mut progress,
+    )
+    .await
+    .map_err(failed)?;
+    said.iter()
+        .find_map(|line| line.strip_prefix("herd-encoded: "))
+        .map(PathBuf::from)
+        .filter(|movie| movie.is_file())
+        .ok_or_else(|| failed("Blender wrote no movie".into()))
 }

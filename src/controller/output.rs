@@ -376,7 +376,7 @@ fn safe_name(name: &str) -> String {
     }
 }
 
-const TEMP_PREFIX: &str = ".herd-";
+const TEMP_PREFIX: &str = ".herd-part-";
 
 /// A temporary name beside `path` (with its extension), for writing before
 /// the rename.

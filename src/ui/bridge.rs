@@ -19,9 +19,9 @@ use crate::controller::engine::{
     self, EngineCommand, EngineConfig, EngineEvent, JobSpec, LocalNode, NodeCheck, NodeView,
 };
 use crate::controller::inspect::{self, SceneInfo};
-use crate::controller::movie;
 use crate::controller::scheduler::SchedulerConfig;
 use crate::controller::watch::{self, ServerTable, WatchCommand, WatchConfig};
+use crate::controller::{bake, movie};
 use crate::node::NodeConfig;
 
 use super::thumbnails;
@@ -51,7 +51,13 @@ pub enum BridgeCommand {
     /// Show a folder dialog for the output folder.
     PickOutputDir,
     /// Start a job (its node check is added here: it reads the file).
-    Start(Box<JobSpec>),
+    Start {
+        /// The job.
+        spec: Box<JobSpec>,
+        /// Its scene has unbaked simulations to bake first (see
+        /// [`crate::controller::bake`]).
+        bake: bool,
+    },
     /// Pass a command to the running job.
     Engine(EngineCommand),
     /// Use this node (`http://HOST:PORT`) in the running job and the next.
@@ -97,6 +103,9 @@ pub enum BridgeEvent {
     /// A movie scene's frames are being encoded into the movie: frames in,
     /// of all.
     Encoding(usize, usize),
+    /// The scene's simulations are being baked before the job: frames
+    /// stepped, of all.
+    Baking(usize, usize),
     /// A finished frame's image, or why there is none.
     Decoded {
         /// Frame number.
@@ -405,7 +414,7 @@ async fn run(
                     }
                 });
             }
-            BridgeCommand::Start(spec) => {
+            BridgeCommand::Start { spec, bake } => {
                 if job.as_ref().is_some_and(|job| !job.is_closed()) {
                     out.send(BridgeEvent::Message(
                         "a job is running: cancel it before starting another".into(),
@@ -434,6 +443,7 @@ async fn run(
                 };
                 job = Some(start_job(
                     *spec,
+                    bake,
                     engine_config,
                     blender.clone().ok(),
                     out.clone(),
@@ -519,6 +529,7 @@ async fn run(
 /// frame is in. `ended` is told when the job is over.
 fn start_job(
     mut spec: JobSpec,
+    bake: bool,
     engine_config: EngineConfig,
     blender: Option<PathBuf>,
     out: Out,
@@ -535,12 +546,37 @@ fn start_job(
             .collect(),
         target,
     });
-    let engine::EngineHandle {
-        commands,
-        mut events,
-        task,
-    } = engine::start(spec, engine_config, None);
+    // Commands wait here while the simulations bake, then go to the engine.
+    let (commands, mut commands_rx) = mpsc::channel::<EngineCommand>(64);
     tokio::spawn(async move {
+        if bake {
+            match bake_simulations(&spec, blender.as_deref(), &out).await {
+                Ok(baked) => spec.baked = Some(baked),
+                Err(err) => {
+                    out.send(BridgeEvent::JobEnded(Err(err))).await;
+                    let _ = ended.send(()).await;
+                    return;
+                }
+            }
+        }
+        let engine::EngineHandle {
+            commands: engine_commands,
+            mut events,
+            task,
+        } = engine::start(spec, engine_config, None);
+        // Ends with the engine, so the job's commands close with it.
+        tokio::spawn(async move {
+            loop {
+                let command = tokio::select! {
+                    command = commands_rx.recv() => command,
+                    () = engine_commands.closed() => None,
+                };
+                let Some(command) = command else { break };
+                if engine_commands.send(command).await.is_err() {
+                    break;
+                }
+            }
+        });
         while let Some(event) = events.recv().await {
             out.send(BridgeEvent::Engine(event)).await;
         }
@@ -562,22 +598,63 @@ fn start_job(
     commands
 }
 
+/// Bakes the job's simulations into a copy of its .blend, telling the window
+/// how far it is.
+async fn bake_simulations(
+    spec: &JobSpec,
+    blender: Option<&Path>,
+    out: &Out,
+) -> Result<PathBuf, String> {
+    let blender = blender.ok_or("no Blender on this machine to bake the simulations with")?;
+    out.send(BridgeEvent::Engine(EngineEvent::Log {
+        message: "baking the scene's simulations before the job (frames stepped in order)".into(),
+    }))
+    .await;
+    let first = spec.frames.iter().copied().min().unwrap_or(1);
+    let last = spec.frames.iter().copied().max().unwrap_or(1);
+    let target = bake::baked_path(&spec.output.dir, &spec.blend);
+    let (progress_tx, progress_rx) = tokio::sync::watch::channel((0, 0));
+    let forward = forward_progress(progress_rx, out.clone(), BridgeEvent::Baking);
+    let baked = bake::bake(
+        blender,
+        &spec.blend,
+        spec.overrides.scene.as_deref(),
+        first,
+        last,
+        &target,
+        |done, total| {
+            let _ = progress_tx.send((done, total));
+        },
+    )
+    .await;
+    drop(progress_tx);
+    let _ = forward.await;
+    baked
+}
+
+/// Sends a step's latest progress to the window as it changes, until the
+/// step ends.
+fn forward_progress(
+    mut progress: tokio::sync::watch::Receiver<(usize, usize)>,
+    out: Out,
+    event: fn(usize, usize) -> BridgeEvent,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while progress.changed().await.is_ok() {
+            let (done, total) = *progress.borrow_and_update();
+            out.send(event(done, total)).await;
+        }
+    })
+}
+
 /// Encodes a movie scene's movie, telling the window how far it is.
 async fn encode_movie(blender: &Path, job: &movie::Encode, out: &Out) -> Result<(), String> {
     out.send(BridgeEvent::Engine(EngineEvent::Log {
         message: "every frame is in: encoding the movie".into(),
     }))
     .await;
-    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel((0, job.frames.len()));
-    let forward = {
-        let out = out.clone();
-        tokio::spawn(async move {
-            while progress_rx.changed().await.is_ok() {
-                let (done, total) = *progress_rx.borrow_and_update();
-                out.send(BridgeEvent::Encoding(done, total)).await;
-            }
-        })
-    };
+    let (progress_tx, progress_rx) = tokio::sync::watch::channel((0, job.frames.len()));
+    let forward = forward_progress(progress_rx, out.clone(), BridgeEvent::Encoding);
     let encoded = movie::encode(blender, job, |done, total| {
         let _ = progress_tx.send((done, total));
     })

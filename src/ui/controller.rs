@@ -164,8 +164,9 @@ pub struct ControllerApp {
     /// The .blend and format of the job started from this window, to name
     /// its frame files.
     job_files: Option<OutputPlan>,
-    /// A movie scene's encoding: frames in, of all.
-    encoding: Option<(usize, usize)>,
+    /// A step around the job (baking before, encoding a movie after): what,
+    /// frames done, of all.
+    encoding: Option<(&'static str, usize, usize)>,
     /// Start the job as soon as the file being read is read.
     start_when_read: bool,
     /// The address typed into "Add a server".
@@ -406,7 +407,12 @@ impl ControllerApp {
                     }));
                 }
             }
-            BridgeEvent::Encoding(done, total) => self.encoding = Some((done, total)),
+            BridgeEvent::Encoding(done, total) => {
+                self.encoding = Some(("encoding the movie", done, total));
+            }
+            BridgeEvent::Baking(done, total) => {
+                self.encoding = Some(("baking the simulations", done, total));
+            }
             BridgeEvent::JobEnded(result) => {
                 self.encoding = None;
                 self.job_active = false;
@@ -446,7 +452,11 @@ impl ControllerApp {
                 self.thumbnails.clear();
                 self.job_files = Some(spec.output.clone());
                 self.job_active = true;
-                self.send(BridgeCommand::Start(Box::new(spec)));
+                let bake = crate::controller::bake::needs_bake(scene);
+                self.send(BridgeCommand::Start {
+                    spec: Box::new(spec),
+                    bake,
+                });
             }
             Err(err) => self.message = Some((MessageKind::Error, err)),
         }
@@ -717,11 +727,11 @@ impl ControllerApp {
                     .desired_width(ui.available_width().min(400.0))
                     .text(format!("{done} / {total} frames")),
             );
-            if let Some((encoded, of)) = self.encoding {
+            if let Some((step, done, of)) = self.encoding {
                 ui.add(
-                    egui::ProgressBar::new(encoded as f32 / of.max(1) as f32)
-                        .desired_width(200.0)
-                        .text(format!("encoding the movie: {encoded} / {of}")),
+                    egui::ProgressBar::new(done as f32 / of.max(1) as f32)
+                        .desired_width(240.0)
+                        .text(format!("{step}: {done} / {of}")),
                 );
             }
             if self.job_running() {

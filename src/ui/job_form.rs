@@ -95,6 +95,7 @@ impl JobForm {
             files: crate::controller::deps::files_to_send(&scene.dependencies),
             frames,
             output,
+            baked: None,
             overrides,
             expected_size: (!scene.use_multiview).then_some((
                 scene.resolution_x * percent / 100,
