@@ -270,23 +270,73 @@ fn compare_movie(kind: &str) {
         .unwrap_or_else(|| panic!("no movie: {events:#?}"));
     let said = common::log_lines(&events).any(|line| line.contains("movie"));
     assert!(said, "the job did not say it encodes a movie: {events:#?}");
-    let movie = ours.join("movie/shot_0001-0003.mkv");
+    let name = if kind == "movie_mp4" {
+        "movie/shot_0001-0003.mp4"
+    } else {
+        "movie/shot_0001-0003.mkv"
+    };
+    let movie = ours.join(name);
     assert_eq!(encoded["path"], movie.to_string_lossy().as_ref());
-    assert!(theirs.join("movie/shot_0001-0003.mkv").is_file());
+    assert!(theirs.join(name).is_file());
     let (a, b) = (
         decode_movie(&movie, &root.path().join("ours")),
-        decode_movie(
-            &theirs.join("movie/shot_0001-0003.mkv"),
-            &root.path().join("theirs"),
-        ),
+        decode_movie(&theirs.join(name), &root.path().join("theirs")),
     );
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    assert_eq!(a.len(), 3, "three frames in the movie");
+    assert!(
+        a.len() >= 3,
+        "every frame in the movie (ffprobe counts them below)"
+    );
     for (name, path) in &a {
         assert_same_file(path, &b[name]);
     }
     // The PNG intermediates stay for a resumed job or a new encode.
     assert_eq!(tree(&ours.join("scene_frames")).len(), 3);
+    let streams = probe(&movie);
+    let video = streams
+        .iter()
+        .find(|stream| stream["codec_type"] == "video")
+        .expect("a video stream");
+    assert_eq!(video["nb_read_frames"], "3", "{streams:#?}");
+    assert_eq!(video["r_frame_rate"], "24/1", "{streams:#?}");
+    let audio = streams.iter().any(|stream| stream["codec_type"] == "audio");
+    let native_audio = probe(&theirs.join(name))
+        .iter()
+        .any(|stream| stream["codec_type"] == "audio");
+    assert_eq!(audio, native_audio, "audio as in Blender's movie");
+    assert_eq!(
+        audio,
+        kind == "sequencer_movie",
+        "audio where the scene has sound"
+    );
+
+    // Run again: nothing is rendered, the movie is encoded again.
+    std::fs::remove_file(&movie).unwrap();
+    let events = herd_writes(&blend, &root.path().join("work"), &[]);
+    let started = events
+        .iter()
+        .find(|event| event["event"] == "started")
+        .unwrap();
+    assert_eq!(started["skipped"], 3, "{events:#?}");
+    assert!(movie.is_file(), "encoded again from the kept frames");
+}
+
+/// ffprobe's view of a movie's streams, every frame counted.
+fn probe(movie: &Path) -> Vec<serde_json::Value> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries"])
+        .arg("stream=codec_type,nb_read_frames,r_frame_rate")
+        .args(["-of", "json"])
+        .arg(movie)
+        .output()
+        .expect("ffprobe (apt-get install ffmpeg)");
+    assert!(
+        output.status.success(),
+        "ffprobe failed on {}",
+        movie.display()
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    answer["streams"].as_array().unwrap().clone()
 }
 
 #[test]
@@ -295,7 +345,12 @@ fn a_movie_scene_ends_as_the_movie_blender_writes() {
 }
 
 #[test]
-fn a_sequencer_only_movie_scene_ends_as_blenders_movie() {
+fn an_mp4_movie_scene_ends_as_blenders_movie() {
+    compare_movie("movie_mp4");
+}
+
+#[test]
+fn a_sequencer_only_movie_scene_with_sound_ends_as_blenders_movie() {
     compare_movie("sequencer_movie");
 }
 

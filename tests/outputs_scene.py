@@ -91,11 +91,11 @@ elif kind == "tiff":
 elif kind == "pattern":
     scene.render.filepath = "//renders/shot_###"
     scene.render.image_settings.file_format = "JPEG"
-elif kind in ("movie", "sequencer_movie"):
+elif kind in ("movie", "movie_mp4", "sequencer_movie"):
     scene.frame_end = 3
     scene.render.filepath = "//movie/shot_"
     scene.render.image_settings.file_format = "FFMPEG"
-    scene.render.ffmpeg.format = "MKV"
+    scene.render.ffmpeg.format = "MPEG4" if kind == "movie_mp4" else "MKV"
     scene.render.ffmpeg.codec = "H264"
     scene.render.ffmpeg.constant_rate_factor = "MEDIUM"
     scene.view_settings.view_transform = "Filmic"
@@ -109,6 +109,22 @@ elif kind in ("movie", "sequencer_movie"):
         wipe = strips.new_effect("green", "COLOR", channel=2, frame_start=2, frame_end=4)
         wipe.color = (0.1, 0.7, 0.2)
         wipe.blend_alpha = 0.5
+        # A sound strip: a second of a 440 Hz tone beside the .blend.
+        import math
+        import os
+        import struct
+        import wave
+
+        tone = os.path.join(os.path.dirname(out), "tone.wav")
+        with wave.open(tone, "wb") as sound:
+            sound.setnchannels(1)
+            sound.setsampwidth(2)
+            sound.setframerate(48000)
+            sound.writeframes(b"".join(
+                struct.pack("<h", int(12000 * math.sin(2 * math.pi * 440 * i / 48000)))
+                for i in range(48000)))
+        strips.new_sound("tone", "//tone.wav", channel=3, frame_start=1)
+        scene.render.ffmpeg.audio_codec = "AAC"
 elif kind == "rigid_body":
     # A cube dropped onto a plane, unbaked.
     scene.frame_end = 12
