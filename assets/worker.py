@@ -85,9 +85,8 @@ def set_image_format(settings, file_format):
     """Sets an image format; 5.0 first needs the media type that holds it."""
     if hasattr(settings, "media_type"):
         media = "MULTI_LAYER_IMAGE" if file_format == "OPEN_EXR_MULTILAYER" else "IMAGE"
-        if settings.media_type != media:
-            settings.media_type = media
-    settings.file_format = file_format
+        assign(settings, "media_type", media)
+    assign(settings, "file_format", file_format)
 
 
 def image_settings_state(settings):
@@ -98,9 +97,16 @@ def image_settings_state(settings):
 def restore_image_settings(settings, state):
     for name, value in state:
         try:
-            setattr(settings, name, value)
+            assign(settings, name, value)
         except (TypeError, ValueError, AttributeError):
             pass
+
+
+def assign(owner, name, value):
+    """Sets a property only when it changes: a scene left as it was keeps its
+    render data warm between frames (Cycles' persistent data)."""
+    if getattr(owner, name) != value:
+        setattr(owner, name, value)
 
 
 def scene_summary(scene):
@@ -130,20 +136,41 @@ def remember_settings(scene):
     ORIGINAL["output_name"] = os.path.basename(scene.render.filepath.replace("\\", "/"))
     ORIGINAL["image_settings"] = image_settings_state(scene.render.image_settings)
     ORIGINAL["resolution_percentage"] = scene.render.resolution_percentage
+    ORIGINAL["use_persistent_data"] = scene.render.use_persistent_data
     ORIGINAL["cycles_samples"] = scene.cycles.samples if hasattr(scene, "cycles") else None
     ORIGINAL["eevee_samples"] = scene.eevee.taa_render_samples if hasattr(scene, "eevee") else None
 
 
-def restore_settings(scene):
+def settle(scene, overrides):
+    """Puts the scene's settings as this frame wants them: the file's own
+    with the request's overrides. Each property is set once and only when
+    it changes: setting a value and then another would make Cycles rebuild
+    the warm scene (persistent data) for every frame."""
     if ORIGINAL.get("scene") != scene.name:
         remember_settings(scene)
-        return
-    scene.render.resolution_percentage = ORIGINAL["resolution_percentage"]
-    restore_image_settings(scene.render.image_settings, ORIGINAL["image_settings"])
+    render = scene.render
+    percent = overrides.get("resolution_percent")
+    assign(render, "resolution_percentage",
+           int(percent) if percent is not None else ORIGINAL["resolution_percentage"])
+    samples = overrides.get("samples")
     if ORIGINAL["cycles_samples"] is not None:
-        scene.cycles.samples = ORIGINAL["cycles_samples"]
+        wanted = int(samples) if samples is not None and render.engine == "CYCLES" else ORIGINAL["cycles_samples"]
+        assign(scene.cycles, "samples", wanted)
     if ORIGINAL["eevee_samples"] is not None:
-        scene.eevee.taa_render_samples = ORIGINAL["eevee_samples"]
+        wanted = int(samples) if samples is not None and render.engine != "CYCLES" else ORIGINAL["eevee_samples"]
+        assign(scene.eevee, "taa_render_samples", wanted)
+    restore_image_settings(render.image_settings, ORIGINAL["image_settings"])
+    file_format = overrides.get("format")
+    if file_format is not None:
+        set_image_format(render.image_settings, file_format)
+        if file_format == "JPEG":
+            assign(render.image_settings, "color_mode", "RGB")
+    # A warm scene: Cycles keeps what it built (geometry, BVH, shaders)
+    # from one frame to the next and rebuilds only what changed.
+    warm = ORIGINAL["use_persistent_data"]
+    if render.engine == "CYCLES" and overrides.get("persistent_data", True):
+        warm = memory_allows_warm_scene()
+    assign(render, "use_persistent_data", warm)
 
 
 def inside(jail, path):
@@ -241,22 +268,29 @@ def load(command):
     }
 
 
-def apply_overrides(scene, overrides):
-    render = scene.render
-    percent = overrides.get("resolution_percent")
-    if percent is not None:
-        render.resolution_percentage = int(percent)
-    samples = overrides.get("samples")
-    if samples is not None:
-        if render.engine == "CYCLES":
-            scene.cycles.samples = int(samples)
-        elif hasattr(scene, "eevee"):
-            scene.eevee.taa_render_samples = int(samples)
-    file_format = overrides.get("format")
-    if file_format is not None:
-        set_image_format(render.image_settings, file_format)
-        if file_format == "JPEG":
-            render.image_settings.color_mode = "RGB"
+# Why the last frame was rendered without a warm scene, to be said once.
+WARM_NOTE = []
+
+
+def memory_allows_warm_scene():
+    """Whether the machine has room to keep the scene warm: the memory still
+    available (and under HERD_MEMORY_BUDGET_BYTES, when the node sets one)
+    must be at least what Blender holds now."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            held = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            free = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return True
+    budget = os.environ.get("HERD_MEMORY_BUDGET_BYTES")
+    if budget:
+        free = min(free, max(int(budget) - held, 0))
+    if free >= held:
+        return True
+    WARM_NOTE[:] = [f"the scene was not kept warm between frames (persistent data off): Blender holds "
+                    f"{held >> 20} MiB and only {free >> 20} MiB more are available"]
+    return False
 
 
 def chosen_scene(name):
@@ -298,13 +332,13 @@ def save_preview(scene, path):
 
 def render(command):
     scene = chosen_scene(command.get("scene"))
-    restore_settings(scene)
-    apply_overrides(scene, command.get("overrides") or {})
+    WARM_NOTE.clear()
+    settle(scene, command.get("overrides") or {})
     frame = int(command["frame"])
     scene.frame_set(frame)
     render = scene.render
     out = command["dir"]
-    notes = []
+    notes = list(WARM_NOTE)
     if is_movie(render.image_settings):
         set_image_format(render.image_settings, "PNG")
         notes.append("the scene's output is a movie: this frame was written as PNG")

@@ -177,6 +177,11 @@ pub struct Overrides {
     /// none: the scene's own. The controller chooses the folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_name: Option<String>,
+    /// Keep a Cycles scene warm between frames (persistent data); none:
+    /// yes, unless the node runs short of memory. `false`: the file's own
+    /// setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_data: Option<bool>,
 }
 
 impl Overrides {

@@ -463,3 +463,55 @@ fn out_still_overrides_the_scene_path() {
     assert_eq!(written, ["scene_0002.jpg"]);
     assert!(!dir.join("renders").exists());
 }
+
+/// herd keeps a Cycles scene warm between frames (persistent data) where
+/// `blender -b -a` rebuilds it for every frame: every frame must still be
+/// Blender's, whatever changes from frame to frame.
+mod warm_scene {
+    use super::compare;
+
+    #[test]
+    fn deformation_by_armature_shape_keys_and_modifiers() {
+        compare("warm_deform", &[], None);
+    }
+
+    #[test]
+    fn geometry_nodes_animated_by_time() {
+        compare("warm_geonodes", &[], None);
+    }
+
+    #[test]
+    fn particles_unbaked() {
+        compare("warm_particles", &[], None);
+    }
+
+    #[test]
+    fn hair() {
+        compare("warm_hair", &[], None);
+    }
+
+    #[test]
+    fn instances_and_an_animated_array() {
+        compare("warm_instancing", &[], None);
+    }
+
+    #[test]
+    fn motion_blur() {
+        compare("warm_motion_blur", &[], None);
+    }
+
+    #[test]
+    fn animated_materials_and_lights() {
+        compare("warm_material", &[], None);
+    }
+
+    #[test]
+    fn an_image_sequence_as_texture() {
+        compare("warm_image_sequence", &[], None);
+    }
+
+    #[test]
+    fn several_view_layers() {
+        compare("warm_view_layers", &[], None);
+    }
+}

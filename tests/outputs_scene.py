@@ -11,9 +11,133 @@ sequencer_movie (colour strips and no camera, to MKV), default (the untouched
 `/tmp/`), rigid_body (an unbaked rigid body drop over 12 frames), two_scenes (a second scene that differs, chosen with --scene).
 """
 
+import os
 import sys
 
 import bpy
+
+def warm_scene(scene, cube, feature, folder):
+    """Adds `feature`, animated over frames 1-3, to the scene."""
+    if feature == "deform":
+        bpy.ops.object.armature_add(location=(0, 0, -1))
+        armature = bpy.context.active_object
+        group = cube.vertex_groups.new(name="Bone")
+        group.add(range(len(cube.data.vertices)), 1.0, "REPLACE")
+        modifier = cube.modifiers.new("armature", "ARMATURE")
+        modifier.object = armature
+        bone = armature.pose.bones["Bone"]
+        bone.rotation_mode = "XYZ"
+        bone.keyframe_insert("rotation_euler", frame=1)
+        bone.rotation_euler.x = 0.6
+        bone.keyframe_insert("rotation_euler", frame=3)
+        cube.shape_key_add(name="Basis")
+        bulge = cube.shape_key_add(name="Bulge")
+        bulge.data[0].co.z += 1.0
+        bulge.value = 0.0
+        bulge.keyframe_insert("value", frame=1)
+        bulge.value = 1.0
+        bulge.keyframe_insert("value", frame=3)
+        cube.modifiers.new("subsurf", "SUBSURF")
+        cube.modifiers.new("wave", "WAVE")
+    elif feature == "geonodes":
+        group = bpy.data.node_groups.new("move", "GeometryNodeTree")
+        if hasattr(group, "interface"):
+            group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+            group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+        else:
+            group.inputs.new("NodeSocketGeometry", "Geometry")
+            group.outputs.new("NodeSocketGeometry", "Geometry")
+        nodes, links = group.nodes, group.links
+        given = nodes.new("NodeGroupInput")
+        result = nodes.new("NodeGroupOutput")
+        time = nodes.new("GeometryNodeInputSceneTime")
+        combine = nodes.new("ShaderNodeCombineXYZ")
+        move = nodes.new("GeometryNodeSetPosition")
+        links.new(time.outputs["Seconds"], combine.inputs["Z"])
+        links.new(given.outputs[0], move.inputs["Geometry"])
+        links.new(combine.outputs[0], move.inputs["Offset"])
+        links.new(move.outputs[0], result.inputs[0])
+        cube.modifiers.new("nodes", "NODES").node_group = group
+    elif feature in ("particles", "hair"):
+        bpy.ops.mesh.primitive_plane_add(size=4, location=(0, 0, -1))
+        plane = bpy.context.active_object
+        plane.modifiers.new("particles", "PARTICLE_SYSTEM")
+        settings = plane.particle_systems[0].settings
+        bpy.ops.mesh.primitive_ico_sphere_add(radius=0.1, location=(20, 0, 0))
+        settings.count = 40
+        if feature == "hair":
+            settings.type = "HAIR"
+            settings.hair_length = 0.8
+        else:
+            settings.frame_start = 1
+            settings.frame_end = 2
+            settings.lifetime = 50
+            settings.render_type = "OBJECT"
+            settings.instance_object = bpy.context.active_object
+    elif feature == "instancing":
+        collection = bpy.data.collections.new("instanced")
+        collection.objects.link(cube.copy())
+        bpy.ops.object.empty_add(location=(1.5, 0, 0))
+        empty = bpy.context.active_object
+        empty.instance_type = "COLLECTION"
+        empty.instance_collection = collection
+        empty.keyframe_insert("location", frame=1)
+        empty.location.z += 1.0
+        empty.keyframe_insert("location", frame=3)
+        array = cube.modifiers.new("array", "ARRAY")
+        array.count = 1
+        array.keyframe_insert("count", frame=1)
+        array.count = 3
+        array.keyframe_insert("count", frame=3)
+    elif feature == "motion_blur":
+        scene.render.use_motion_blur = True
+        cube.keyframe_insert("rotation_euler", frame=1)
+        cube.rotation_euler.z += 1.2
+        cube.keyframe_insert("rotation_euler", frame=3)
+    elif feature == "material":
+        material = bpy.data.materials.new("glow")
+        material.use_nodes = True
+        emission = material.node_tree.nodes.new("ShaderNodeEmission")
+        output = material.node_tree.nodes["Material Output"]
+        material.node_tree.links.new(emission.outputs[0], output.inputs["Surface"])
+        strength = emission.inputs["Strength"]
+        strength.default_value = 0.5
+        strength.keyframe_insert("default_value", frame=1)
+        strength.default_value = 4.0
+        strength.keyframe_insert("default_value", frame=3)
+        cube.data.materials.append(material)
+        light = bpy.data.objects["Light"].data
+        light.keyframe_insert("energy", frame=1)
+        light.energy *= 3
+        light.keyframe_insert("energy", frame=3)
+    elif feature == "image_sequence":
+        for index, colour in enumerate([(1, 0, 0, 1), (0, 1, 0, 1), (0, 0, 1, 1)]):
+            image = bpy.data.images.new(f"seq{index}", 8, 8)
+            image.pixels = list(colour) * 64
+            image.filepath_raw = os.path.join(folder, f"seq_{index + 1:04d}.png")
+            image.file_format = "PNG"
+            image.save()
+            bpy.data.images.remove(image)
+        material = bpy.data.materials.new("sequence")
+        material.use_nodes = True
+        texture = material.node_tree.nodes.new("ShaderNodeTexImage")
+        texture.image = bpy.data.images.load(os.path.join(folder, "seq_0001.png"))
+        texture.image.source = "SEQUENCE"
+        texture.image_user.frame_duration = 3
+        texture.image_user.use_auto_refresh = True
+        bsdf = material.node_tree.nodes["Principled BSDF"]
+        material.node_tree.links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
+        cube.data.materials.append(material)
+    elif feature == "view_layers":
+        scene.render.image_settings.file_format = "OPEN_EXR_MULTILAYER"
+        second = scene.view_layers.new("Second")
+        second.use_pass_z = True
+        cube.keyframe_insert("location", frame=1)
+        cube.location.y += 0.5
+        cube.keyframe_insert("location", frame=3)
+    else:
+        raise SystemExit(f"unknown feature {feature}")
+
 
 argv = sys.argv[sys.argv.index("--") + 1 :]
 out, kind = argv[0], argv[1]
@@ -135,6 +259,16 @@ elif kind == "rigid_body":
     bpy.ops.rigidbody.object_add(type="PASSIVE")
     bpy.context.view_layer.objects.active = cube
     bpy.ops.rigidbody.object_add(type="ACTIVE")
+elif kind.startswith("warm_"):
+    # Scenes that change from frame to frame in every way persistent data
+    # must notice; the camera moves too.
+    scene.frame_end = 3
+    camera = scene.camera
+    camera.keyframe_insert("location", frame=1)
+    camera.location.x += 0.4
+    camera.keyframe_insert("location", frame=3)
+    feature = kind[len("warm_"):]
+    warm_scene(scene, cube, feature, os.path.dirname(out))
 elif kind == "default":
     scene.render.filepath = "/tmp/"
 elif kind == "two_scenes":

@@ -53,6 +53,10 @@ pub struct RenderArgs {
     /// Render frames again even when a valid image is in the output folder.
     #[arg(long)]
     pub overwrite: bool,
+    /// Let Cycles rebuild the scene for every frame (the file's own
+    /// persistent-data setting) instead of keeping it warm on each node.
+    #[arg(long)]
+    pub no_persistent_data: bool,
     /// Render even when files the scene reads are missing (a missing
     /// texture renders magenta).
     #[arg(long)]
@@ -132,6 +136,7 @@ async fn render(
         format: args.format,
         scene: args.scene.clone(),
         output_name: Some(output.name.clone()),
+        persistent_data: args.no_persistent_data.then_some(false),
     };
     overrides.validate().map_err(anyhow::Error::msg)?;
     let percent = args

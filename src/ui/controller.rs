@@ -676,6 +676,18 @@ impl ControllerApp {
                     "Render frames again that are there already",
                 );
                 ui.end_row();
+
+                if scene.engine == "CYCLES" {
+                    ui.label("");
+                    ui.checkbox(
+                        &mut form.warm_scene,
+                        "Keep the scene warm between frames (faster; more memory)",
+                    )
+                    .on_hover_text(
+                        "Cycles' persistent data: a node keeps geometry, BVH and shaders from one frame to the next and rebuilds only what changed",
+                    );
+                    ui.end_row();
+                }
             });
         if missing > 0 {
             ui.checkbox(

@@ -33,6 +33,9 @@ pub struct JobForm {
     /// active scene.
     #[serde(default)]
     pub scene: Option<String>,
+    /// Keep a Cycles scene warm between frames (persistent data).
+    #[serde(default = "yes")]
+    pub warm_scene: bool,
     /// Render frames again even when the output folder has them.
     pub overwrite: bool,
 }
@@ -50,6 +53,7 @@ impl JobForm {
             samples: scene.samples,
             format: None,
             scene: None,
+            warm_scene: true,
             overwrite: false,
         }
     }
@@ -86,6 +90,7 @@ impl JobForm {
                 .filter(|samples| Some(*samples) != scene.samples),
             format,
             scene: self.scene.clone(),
+            persistent_data: (!self.warm_scene).then_some(false),
             output_name: Some(output.name.clone()),
         };
         overrides.validate()?;
@@ -105,6 +110,10 @@ impl JobForm {
             node_check: None,
         })
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The scene's frame range as a frame list: `1-24`, `1-24x2`, `5`.
