@@ -469,6 +469,33 @@ fn out_still_overrides_the_scene_path() {
 /// Blender's, whatever changes from frame to frame.
 mod warm_scene {
     use super::compare;
+    use std::time::Duration;
+
+    /// A node whose Blender may hold next to nothing does not keep the scene
+    /// warm, and says so in the frame's notes; a node with room does.
+    #[test]
+    fn a_node_short_of_memory_renders_cold_and_says_so() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        for (budget, cold) in [("1", true), ("1000000000000", false)] {
+            let node = crate::common::NodeProcess::start_with_env(
+                &[],
+                &[("HERD_MEMORY_BUDGET_BYTES", budget)],
+            );
+            runtime.block_on(async {
+                let blend = std::fs::read(crate::common::demo_blend()).unwrap();
+                let blob = node.upload(blend).await;
+                let id = node.queue(&blob, 1, serde_json::json!({})).await;
+                let status = node.wait_final(&id, Duration::from_secs(120)).await;
+                assert_eq!(status["state"], "done", "{status}");
+                let notes = status["notes"].to_string();
+                assert_eq!(
+                    notes.contains("not kept warm"),
+                    cold,
+                    "budget {budget}: {status}"
+                );
+            });
+        }
+    }
 
     #[test]
     fn deformation_by_armature_shape_keys_and_modifiers() {

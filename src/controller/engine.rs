@@ -8,7 +8,7 @@
 //! local node, the output folder and the journal that makes a killed job
 //! resume where it was.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -492,6 +492,8 @@ struct Job {
     unusable: Vec<String>,
     /// Paused by the user.
     paused: bool,
+    /// Nodes' notes already said.
+    notes_told: HashSet<String>,
 }
 
 /// How often lost nodes are asked whether they are back.
@@ -593,6 +595,7 @@ async fn run(
         last_retry: Instant::now(),
         unusable: Vec::new(),
         paused: false,
+        notes_told: HashSet::new(),
     };
     if job.scheduler.is_finished() {
         job.end = Some(Outcome::Complete);
@@ -950,9 +953,11 @@ impl Job {
             }
             Report::Activity(state, current) => self.activity(node, state, current),
             Report::Note(note) => {
-                self.emit
-                    .log(format!("{}: {note}", self.node_name(node)))
-                    .await;
+                // Said once per node: the same note comes with every frame.
+                let message = format!("{}: {note}", self.node_name(node));
+                if self.notes_told.insert(message.clone()) {
+                    self.emit.log(message).await;
+                }
                 None
             }
             Report::MissingFiles(files) => {

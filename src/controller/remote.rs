@@ -566,8 +566,7 @@ impl Task {
                     tracked.rendered = true;
                     tracked.outputs = status.outputs.clone();
                     for note in &status.notes {
-                        self.report(Report::Note(format!("frame {number}: {note}")))
-                            .await;
+                        self.report(Report::Note(note.clone())).await;
                     }
                     self.report(Report::Rendered(frame)).await;
                 }
