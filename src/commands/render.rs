@@ -237,6 +237,7 @@ async fn bake_simulations(
         "baking the simulations {bar:30} {pos}/{len} frames",
     );
     let out = bake::baked_path(&spec.output.dir, &spec.blend);
+    let started = std::time::Instant::now();
     let baked = bake::bake(
         blender,
         &spec.blend,
@@ -248,7 +249,17 @@ async fn bake_simulations(
     )
     .await;
     bar.finish_and_clear();
-    baked.map_err(anyhow::Error::msg)
+    let baked = baked.map_err(anyhow::Error::msg)?;
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "baked", "path": baked, "secs": secs})
+        );
+    } else {
+        eprintln!("simulations baked in {secs:.1} s");
+    }
+    Ok(baked)
 }
 
 /// A bar for a step around the job, hidden with --json.
@@ -279,6 +290,7 @@ fn step_progress(bar: &ProgressBar, json: bool, event: &str, done: usize, total:
 /// The movie scene's last step, with a progress bar (or JSON events).
 async fn encode_movie(blender: &std::path::Path, job: &movie::Encode, json: bool) -> Result<()> {
     let bar = step_bar(json, "encoding {bar:30} {pos}/{len} frames");
+    let started = std::time::Instant::now();
     let path = movie::encode(blender, job, |done, total| {
         step_progress(&bar, json, "encoding", done, total);
     })
@@ -286,9 +298,17 @@ async fn encode_movie(blender: &std::path::Path, job: &movie::Encode, json: bool
     bar.finish_and_clear();
     let path = path?;
     if json {
-        println!("{}", serde_json::json!({"event": "encoded", "path": path}));
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({"event": "encoded", "path": path, "secs": secs})
+        );
     } else {
-        println!("movie: {}", path.display());
+        println!(
+            "movie: {} (encoded in {:.1} s)",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
