@@ -115,6 +115,15 @@ def folder_files(folder):
     return files or [folder]
 
 
+def all_strips(sequence_editor):
+    """Every strip of the sequencer, in meta strips too: strips_all since 4.4
+    (sequences_all, its old name, is gone in 5.0)."""
+    strips = getattr(sequence_editor, "strips_all", None)
+    if strips is None:
+        strips = sequence_editor.sequences_all
+    return strips
+
+
 def dependencies(blend_path):
     """The files outside the .blend that rendering it reads, by data-block.
     Packed files are inside the .blend and are not listed."""
@@ -187,7 +196,7 @@ def dependencies(blend_path):
         add("cache", name, raw, folder_files(folder))
     scene = bpy.context.scene
     if scene.sequence_editor:
-        for strip in scene.sequence_editor.sequences_all:
+        for strip in all_strips(scene.sequence_editor):
             if strip.type == "IMAGE":
                 folder = absolute(strip.directory, scene.library)
                 files = [os.path.join(folder, element.filename) for element in strip.elements]
