@@ -18,8 +18,19 @@ Answers:
      "width": 320, "height": 180}   (no size when cropped to a border)
     {"event": "error", "message": "..."}
 
-Progress is not sent here: the node reads it from Blender's own statistics
-lines on stdout ("Fra:1 ... | Sample 3/16"), which Blender flushes line by line.
+While a command runs, two more kinds of line come, from other threads:
+    {"event": "alive", "cpu_secs": 12.5}      every second, from a thread of
+        its own that keeps running while Blender renders: the CPU seconds
+        Blender's other threads have used, so the node can tell a long silent
+        frame (CPU time grows) from a stopped or deadlocked Blender (it does not)
+    {"event": "progress", "stats": "Fra:1 ... | Sample 3/16"}   Blender's
+        render statistics, from bpy.app.handlers.render_stats: Blender 5.0 no
+        longer prints them on stdout. (3.x passes the handler no text, but
+        prints them on stdout, where the node reads them too.)
+
+The worker runs on Blender 3.x, 4.2 LTS, 4.5 LTS and 5.0 alike: the helpers
+below ask the API what it has (hasattr/getattr) instead of checking version
+numbers.
 """
 
 import json
@@ -27,12 +38,102 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 import traceback
 
 import bpy
 
 FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "OPEN_EXR": "exr"}
+
+# EEVEE's engine id: BLENDER_EEVEE up to 4.1 and again from 5.0,
+# BLENDER_EEVEE_NEXT in 4.2 to 4.5.
+EEVEE_ENGINES = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")
+
+# How often the heartbeat thread reports.
+HEARTBEAT_SECS = 1.0
+
+
+# ---- Differences between Blender versions, found by feature detection ----
+
+
+def compositor_tree(scene):
+    """The compositing node tree the scene renders through, or None.
+    5.0: scene.compositing_node_group (scene.node_tree and the meaning of
+    scene.use_nodes are gone); before: scene.node_tree when use_nodes is on."""
+    if hasattr(scene, "compositing_node_group"):
+        return scene.compositing_node_group
+    return scene.node_tree if scene.use_nodes else None
+
+
+def file_output_dir(node):
+    """The folder (before 5.0: folder or path prefix) a File Output node
+    writes under. 5.0 splits base_path into directory + file_name."""
+    if hasattr(node, "directory"):
+        return node.directory
+    return node.base_path
+
+
+def set_file_output_dir(node, path):
+    """Points a File Output node's output under `path`, keeping 5.0's
+    file_name (the prefix of each file's name) as it was."""
+    if hasattr(node, "directory"):
+        node.directory = path
+    else:
+        node.base_path = path
+
+
+def file_output_slots(node):
+    """What a File Output node writes, one (name, image_settings) pair per
+    input: name is the input's sub-path (file_slots[].path before 5.0),
+    layer name (multilayer EXR) or item name (5.0's file_output_items);
+    image_settings is the input's own format when it overrides the node's,
+    else the node's."""
+    if hasattr(node, "file_output_items"):
+        return [
+            (item.name, item.format if getattr(item, "override_node_format", False) else node.format)
+            for item in node.file_output_items
+        ]
+    if node.format.file_format == "OPEN_EXR_MULTILAYER":
+        return [(slot.name, node.format) for slot in node.layer_slots]
+    return [(slot.path, node.format if slot.use_node_format else slot.format) for slot in node.file_slots]
+
+
+def media_type(file_format):
+    """5.0's media type for a file format."""
+    if file_format == "OPEN_EXR_MULTILAYER":
+        return "MULTI_LAYER_IMAGE"
+    if file_format == "FFMPEG":
+        return "VIDEO"
+    return "IMAGE"
+
+
+def set_image_format(image_settings, file_format):
+    """Sets an output format. 5.0 first needs the media type (image,
+    multilayer image, video): file_format = "PNG" fails on a scene whose
+    output is a movie until media_type is IMAGE."""
+    if hasattr(image_settings, "media_type"):
+        wanted = media_type(file_format)
+        if image_settings.media_type != wanted:
+            image_settings.media_type = wanted
+    image_settings.file_format = file_format
+
+
+def engine_id(engine):
+    """`engine` as this Blender names it: EEVEE's id changed in 4.2 and back
+    in 5.0, other engines pass unchanged."""
+    if engine not in EEVEE_ENGINES:
+        return engine
+    known = {item.identifier for item in bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items}
+    for candidate in (engine, *EEVEE_ENGINES):
+        if candidate in known:
+            return candidate
+    return engine
+
+
+def is_eevee(engine):
+    """Whether `engine` is EEVEE under either of its ids."""
+    return engine in EEVEE_ENGINES
 
 
 def scene_summary(scene):
@@ -69,7 +170,7 @@ def restore_settings(scene):
     if not ORIGINAL:
         return
     scene.render.resolution_percentage = ORIGINAL["resolution_percentage"]
-    scene.render.image_settings.file_format = ORIGINAL["file_format"]
+    set_image_format(scene.render.image_settings, ORIGINAL["file_format"])
     scene.render.image_settings.color_mode = ORIGINAL["color_mode"]
     if ORIGINAL["cycles_samples"] is not None:
         scene.cycles.samples = ORIGINAL["cycles_samples"]
@@ -150,10 +251,10 @@ def relink(jail):
                 if target is not None:
                     domain.cache_directory = target
     for scene in bpy.data.scenes:
-        tree = scene.node_tree if scene.use_nodes else None
+        tree = compositor_tree(scene)
         for node in tree.nodes if tree else []:
             if node.type == "OUTPUT_FILE":
-                node.base_path = os.path.join(jail, "file_output", node.name)
+                set_file_output_dir(node, os.path.join(jail, "file_output", node.name))
     for line in missing:
         print(f"herd: not on this node: {line}")
     return missing
@@ -187,11 +288,11 @@ def apply_overrides(scene, overrides):
     if samples is not None:
         if render.engine == "CYCLES":
             scene.cycles.samples = int(samples)
-        elif hasattr(scene, "eevee"):
+        elif is_eevee(render.engine) and hasattr(scene, "eevee"):
             scene.eevee.taa_render_samples = int(samples)
     file_format = overrides.get("format")
     if file_format is not None:
-        render.image_settings.file_format = file_format
+        set_image_format(render.image_settings, file_format)
         if file_format == "JPEG":
             render.image_settings.color_mode = "RGB"
 
@@ -206,7 +307,7 @@ def render(command):
     extension = FORMAT_EXTENSIONS.get(render.image_settings.file_format)
     if extension is None:
         # Formats herd does not decode (TIFF, movies, ...) come back as PNG.
-        render.image_settings.file_format = "PNG"
+        set_image_format(render.image_settings, "PNG")
         extension = "png"
     path = command["output"] + "." + extension
     started = time.monotonic()
@@ -226,17 +327,58 @@ def render(command):
 HANDLERS = {"load": load, "render": render}
 
 
+class Channel:
+    """The connection to the node, one JSON object per line. Sending takes a
+    lock: the heartbeat thread and the statistics handler write while the
+    main thread is inside a render."""
+
+    def __init__(self, connection):
+        self.reader = connection.makefile("r", encoding="utf-8")
+        self.writer = connection.makefile("w", encoding="utf-8")
+        self.lock = threading.Lock()
+
+    def send(self, message):
+        line = json.dumps(message) + "\n"
+        with self.lock:
+            self.writer.write(line)
+            self.writer.flush()
+
+
+def heartbeat(channel):
+    """Tells the node every HEARTBEAT_SECS that this Python still runs, with
+    the CPU time Blender's other threads have used (this thread's own is left
+    out, so a deadlocked Blender does not look busy because of it)."""
+    while True:
+        time.sleep(HEARTBEAT_SECS)
+        try:
+            channel.send({"event": "alive", "cpu_secs": time.process_time() - time.thread_time(),
+                          "tid": threading.get_native_id()})
+        except (OSError, ValueError):
+            return  # the channel is closed: the worker is leaving
+
+
+def watch_render_stats(channel):
+    """Forwards Blender's render statistics to the node, on every version
+    (5.0 does not print them on stdout any more)."""
+
+    @bpy.app.handlers.persistent
+    def forward(*args):
+        stats = next((arg for arg in args if isinstance(arg, str)), None)
+        if stats:
+            try:
+                channel.send({"event": "progress", "stats": stats})
+            except (OSError, ValueError):
+                pass
+
+    bpy.app.handlers.render_stats.append(forward)
+
+
 def serve(channel):
-    reader = channel.makefile("r", encoding="utf-8")
-    writer = channel.makefile("w", encoding="utf-8")
-
-    def send(message):
-        writer.write(json.dumps(message) + "\n")
-        writer.flush()
-
-    send({"event": "hello", "secret": os.environ.get("HERD_WORKER_SECRET", ""),
-          "blender_version": bpy.app.version_string, "pid": os.getpid()})
-    for line in reader:
+    channel.send({"event": "hello", "secret": os.environ.get("HERD_WORKER_SECRET", ""),
+                  "blender_version": bpy.app.version_string, "pid": os.getpid()})
+    threading.Thread(target=heartbeat, args=(channel,), name="herd-heartbeat", daemon=True).start()
+    watch_render_stats(channel)
+    for line in channel.reader:
         line = line.strip()
         if not line:
             continue
@@ -246,23 +388,23 @@ def serve(channel):
             return
         handler = HANDLERS.get(name)
         if handler is None:
-            send({"event": "error", "message": f"unknown worker command {name!r}"})
+            channel.send({"event": "error", "message": f"unknown worker command {name!r}"})
             continue
         try:
-            send(handler(command))
+            channel.send(handler(command))
         except Exception as error:  # Blender reports failures as RuntimeError
             message = str(error).strip() or traceback.format_exc()
-            send({"event": "error", "message": message})
+            channel.send({"event": "error", "message": message})
         sys.stdout.flush()
 
 
 def main():
     host, port = os.environ["HERD_WORKER_ADDR"].rsplit(":", 1)
-    channel = socket.create_connection((host, int(port)))
+    connection = socket.create_connection((host, int(port)))
     try:
-        serve(channel)
+        serve(Channel(connection))
     finally:
-        channel.close()
+        connection.close()
 
 
 main()
