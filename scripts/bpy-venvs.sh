@@ -6,8 +6,8 @@
 #
 #   scripts/bpy-venvs.sh [VERSION...]     # default: 4.2.23 4.5.15 5.0.1
 #
-# The cache lives outside the clone: ${HERD_BPY_CACHE:-/var/cache/herd/bpy}
-# (about 370 MB a version). A venv whose bpy imports is reused as it is; a
+# The cache lives outside the clone: $HERD_BPY_CACHE, else /var/cache/herd/bpy
+# for root, else ~/.cache/herd/bpy (about 370 MB a version). A venv whose bpy imports is reused as it is; a
 # broken or half-made one is made again. The launcher script is copied in on
 # every run, so a change to it reaches the cache at once.
 #
@@ -18,7 +18,13 @@
 # set HERD_BPY_PYTHON to use another interpreter.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-cache="${HERD_BPY_CACHE:-/var/cache/herd/bpy}"
+if [ -n "${HERD_BPY_CACHE:-}" ]; then
+  cache="$HERD_BPY_CACHE"
+elif [ "$(id -u)" = 0 ]; then
+  cache=/var/cache/herd/bpy
+else
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/herd/bpy"
+fi
 python="${HERD_BPY_PYTHON:-python3}"
 versions=("$@")
 if [ ${#versions[@]} -eq 0 ]; then
