@@ -105,6 +105,36 @@ async fn a_node_renders_what_that_blender_renders_itself() {
     }
 }
 
+#[tokio::test]
+async fn progress_is_reported_on_each_blender() {
+    // Blender 5.0 no longer prints its statistics lines; the worker's
+    // render_stats handler sends them instead.
+    for blender in common::test_blenders("progress_is_reported_on_each_blender") {
+        let node = NodeProcess::start(&["--blender", blender.arg(), "--threads", "1"]);
+        let hash = node.upload(std::fs::read(demo_blend()).unwrap()).await;
+        let id = node.queue(&hash, 1, json!({"samples": 100})).await;
+        let seen = node
+            .wait_until(&id, FRAME_LIMIT, |status| {
+                matches!(
+                    status["state"].as_str(),
+                    Some("done" | "failed" | "cancelled")
+                ) || status["progress"].as_f64().is_some_and(|p| p > 0.0)
+            })
+            .await;
+        assert_eq!(
+            seen["state"], "rendering",
+            "Blender {}: {seen}",
+            blender.label
+        );
+        let status = node.wait_final(&id, FRAME_LIMIT).await;
+        assert_eq!(
+            status["state"], "done",
+            "Blender {}: {status}",
+            blender.label
+        );
+    }
+}
+
 #[test]
 fn a_whole_job_on_each_blender() {
     for blender in common::test_blenders("a_whole_job_on_each_blender") {
