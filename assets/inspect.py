@@ -142,7 +142,7 @@ def compositor_tree(scene):
 
 def file_output_dir(node):
     """A File Output node's folder (`base_path`; `directory` in 5.0)."""
-    return node.base_path if hasattr(node, "base_path") else node.directory
+    return node.directory if hasattr(node, "directory") else node.base_path
 
 
 def file_output_nodes(scene):
@@ -194,6 +194,15 @@ def folder_files(folder):
     for root, _dirs, names in os.walk(folder):
         files.extend(os.path.join(root, n) for n in sorted(names))
     return files or [folder]
+
+
+def all_strips(sequence_editor):
+    """Every strip of the sequencer, in meta strips too: strips_all since 4.4
+    (sequences_all, its old name, is gone in 5.0)."""
+    strips = getattr(sequence_editor, "strips_all", None)
+    if strips is None:
+        strips = sequence_editor.sequences_all
+    return strips
 
 
 def dependencies(blend_path):
@@ -268,7 +277,7 @@ def dependencies(blend_path):
         add("cache", name, raw, folder_files(folder))
     scene = bpy.context.scene
     if scene.sequence_editor:
-        for strip in scene.sequence_editor.sequences_all:
+        for strip in all_strips(scene.sequence_editor):
             if strip.type == "IMAGE":
                 folder = absolute(strip.directory, scene.library)
                 files = [os.path.join(folder, element.filename) for element in strip.elements]

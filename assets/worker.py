@@ -30,8 +30,19 @@ apply), the files of the k-th File Output node under DIR/fo/k/, and
 result (for thumbnails and checks) goes to DIR/preview.png.
     {"event": "error", "message": "..."}
 
-Progress is not sent here: the node reads it from Blender's own statistics
-lines on stdout ("Fra:1 ... | Sample 3/16"), which Blender flushes line by line.
+While a command runs, two more kinds of line come, from other threads:
+    {"event": "alive", "cpu_secs": 12.5}      every second, from a thread of
+        its own that keeps running while Blender renders: the CPU seconds
+        Blender's other threads have used, so the node can tell a long silent
+        frame (CPU time grows) from a stopped or deadlocked Blender (it does not)
+    {"event": "progress", "stats": "Fra:1 ... | Sample 3/16"}   Blender's
+        render statistics, from bpy.app.handlers.render_stats: Blender 5.0 no
+        longer prints them on stdout. (3.x passes the handler no text, but
+        prints them on stdout, where the node reads them too.)
+
+The worker runs on Blender 3.x, 4.2 LTS, 4.5 LTS and 5.0 alike: the helpers
+below ask the API what it has (hasattr/getattr) instead of checking version
+numbers.
 """
 
 import json
@@ -39,6 +50,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 import traceback
 
@@ -47,31 +59,9 @@ import bpy
 MOVIE_FORMATS = {"FFMPEG", "AVI_JPEG", "AVI_RAW", "FRAMESERVER", "H264", "XVID", "THEORA", "QUICKTIME"}
 
 
-def compositor_tree(scene):
-    """The compositor's node tree Blender runs when it renders `scene`, or None.
-    Blender 5.0 names it `compositing_node_group` (no `use_nodes`)."""
-    if not scene.render.use_compositing:
-        return None
-    if hasattr(scene, "compositing_node_group"):
-        return scene.compositing_node_group
-    return scene.node_tree if scene.use_nodes else None
-
-
-def file_output_dir(node):
-    """A File Output node's folder (`base_path`; `directory` in 5.0)."""
-    return node.base_path if hasattr(node, "base_path") else node.directory
-
-
-def set_file_output_dir(node, path):
-    if hasattr(node, "base_path"):
-        node.base_path = path
-    else:
-        node.directory = path
-
-
 def file_output_nodes(scene):
     """The File Output nodes that write when `scene` renders, in the tree's order."""
-    tree = compositor_tree(scene)
+    tree = compositor_tree(scene) if scene.render.use_compositing else None
     if tree is None:
         return []
     return [node for node in tree.nodes if node.type == "OUTPUT_FILE" and not node.mute]
@@ -79,14 +69,6 @@ def file_output_nodes(scene):
 
 def is_movie(settings):
     return getattr(settings, "media_type", "IMAGE") == "VIDEO" or settings.file_format in MOVIE_FORMATS
-
-
-def set_image_format(settings, file_format):
-    """Sets an image format; 5.0 first needs the media type that holds it."""
-    if hasattr(settings, "media_type"):
-        media = "MULTI_LAYER_IMAGE" if file_format == "OPEN_EXR_MULTILAYER" else "IMAGE"
-        assign(settings, "media_type", media)
-    assign(settings, "file_format", file_format)
 
 
 def image_settings_state(settings):
@@ -107,6 +89,65 @@ def assign(owner, name, value):
     render data warm between frames (Cycles' persistent data)."""
     if getattr(owner, name) != value:
         setattr(owner, name, value)
+
+# EEVEE's engine id: BLENDER_EEVEE up to 4.1 and again from 5.0,
+# BLENDER_EEVEE_NEXT in 4.2 to 4.5.
+EEVEE_ENGINES = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")
+
+# How often the heartbeat thread reports.
+HEARTBEAT_SECS = 1.0
+
+
+# ---- Differences between Blender versions, found by feature detection ----
+
+
+def compositor_tree(scene):
+    """The compositing node tree the scene renders through, or None.
+    5.0: scene.compositing_node_group (scene.node_tree and the meaning of
+    scene.use_nodes are gone); before: scene.node_tree when use_nodes is on."""
+    if hasattr(scene, "compositing_node_group"):
+        return scene.compositing_node_group
+    return scene.node_tree if scene.use_nodes else None
+
+
+def file_output_dir(node):
+    """The folder (before 5.0: folder or path prefix) a File Output node
+    writes under. 5.0 splits base_path into directory + file_name."""
+    if hasattr(node, "directory"):
+        return node.directory
+    return node.base_path
+
+
+def set_file_output_dir(node, path):
+    """Points a File Output node's output under `path`, keeping 5.0's
+    file_name (the prefix of each file's name) as it was."""
+    if hasattr(node, "directory"):
+        node.directory = path
+    else:
+        node.base_path = path
+
+
+def media_type(file_format):
+    """5.0's media type for a file format."""
+    if file_format == "OPEN_EXR_MULTILAYER":
+        return "MULTI_LAYER_IMAGE"
+    if file_format == "FFMPEG":
+        return "VIDEO"
+    return "IMAGE"
+
+
+def set_image_format(image_settings, file_format):
+    """Sets an output format. 5.0 first needs the media type (image,
+    multilayer image, video): file_format = "PNG" fails on a scene whose
+    output is a movie until media_type is IMAGE."""
+    if hasattr(image_settings, "media_type"):
+        assign(image_settings, "media_type", media_type(file_format))
+    assign(image_settings, "file_format", file_format)
+
+
+def is_eevee(engine):
+    """Whether `engine` is EEVEE under either of its ids."""
+    return engine in EEVEE_ENGINES
 
 
 def scene_summary(scene):
@@ -382,17 +423,58 @@ def render(command):
 HANDLERS = {"load": load, "render": render}
 
 
+class Channel:
+    """The connection to the node, one JSON object per line. Sending takes a
+    lock: the heartbeat thread and the statistics handler write while the
+    main thread is inside a render."""
+
+    def __init__(self, connection):
+        self.reader = connection.makefile("r", encoding="utf-8")
+        self.writer = connection.makefile("w", encoding="utf-8")
+        self.lock = threading.Lock()
+
+    def send(self, message):
+        line = json.dumps(message) + "\n"
+        with self.lock:
+            self.writer.write(line)
+            self.writer.flush()
+
+
+def heartbeat(channel):
+    """Tells the node every HEARTBEAT_SECS that this Python still runs, with
+    the CPU time Blender's other threads have used (this thread's own is left
+    out, so a deadlocked Blender does not look busy because of it)."""
+    while True:
+        time.sleep(HEARTBEAT_SECS)
+        try:
+            channel.send({"event": "alive", "cpu_secs": time.process_time() - time.thread_time(),
+                          "tid": threading.get_native_id()})
+        except (OSError, ValueError):
+            return  # the channel is closed: the worker is leaving
+
+
+def watch_render_stats(channel):
+    """Forwards Blender's render statistics to the node, on every version
+    (5.0 does not print them on stdout any more)."""
+
+    @bpy.app.handlers.persistent
+    def forward(*args):
+        stats = next((arg for arg in args if isinstance(arg, str)), None)
+        if stats:
+            try:
+                channel.send({"event": "progress", "stats": stats})
+            except (OSError, ValueError):
+                pass
+
+    bpy.app.handlers.render_stats.append(forward)
+
+
 def serve(channel):
-    reader = channel.makefile("r", encoding="utf-8")
-    writer = channel.makefile("w", encoding="utf-8")
-
-    def send(message):
-        writer.write(json.dumps(message) + "\n")
-        writer.flush()
-
-    send({"event": "hello", "secret": os.environ.get("HERD_WORKER_SECRET", ""),
-          "blender_version": bpy.app.version_string, "pid": os.getpid()})
-    for line in reader:
+    channel.send({"event": "hello", "secret": os.environ.get("HERD_WORKER_SECRET", ""),
+                  "blender_version": bpy.app.version_string, "pid": os.getpid()})
+    threading.Thread(target=heartbeat, args=(channel,), name="herd-heartbeat", daemon=True).start()
+    watch_render_stats(channel)
+    for line in channel.reader:
         line = line.strip()
         if not line:
             continue
@@ -402,23 +484,23 @@ def serve(channel):
             return
         handler = HANDLERS.get(name)
         if handler is None:
-            send({"event": "error", "message": f"unknown worker command {name!r}"})
+            channel.send({"event": "error", "message": f"unknown worker command {name!r}"})
             continue
         try:
-            send(handler(command))
+            channel.send(handler(command))
         except Exception as error:  # Blender reports failures as RuntimeError
             message = str(error).strip() or traceback.format_exc()
-            send({"event": "error", "message": message})
+            channel.send({"event": "error", "message": message})
         sys.stdout.flush()
 
 
 def main():
     host, port = os.environ["HERD_WORKER_ADDR"].rsplit(":", 1)
-    channel = socket.create_connection((host, int(port)))
+    connection = socket.create_connection((host, int(port)))
     try:
-        serve(channel)
+        serve(Channel(connection))
     finally:
-        channel.close()
+        connection.close()
 
 
 main()

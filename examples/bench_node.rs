@@ -10,8 +10,13 @@
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example bench_node -- \
-//!     [--blend assets/demo/demo.blend] [--frames 24] [--reps 5] [--threads 2]
+//!     [--blend assets/demo/demo.blend] [--frames 24] [--reps 5] [--threads 2] \
+//!     [--blender PATH]...
 //! ```
+//!
+//! `--blender` (repeatable; default `blender`) measures each Blender in the
+//! same run, interleaved, each against its own native anchor; herd is given
+//! the same Blender (`--blender`) as the anchor.
 //!
 //! herd runs with HERD_LOOPBACK_ONLY=1. A fresh node (and a fresh
 //! `herd render`) is started for each repetition and timed from its start,
@@ -29,6 +34,10 @@ use sha2::{Digest, Sha256};
 
 struct Options {
     blend: PathBuf,
+    /// The Blender of the current measurement.
+    blender: PathBuf,
+    /// Every Blender to measure.
+    blenders: Vec<PathBuf>,
     frames: i32,
     reps: usize,
     threads: u32,
@@ -38,6 +47,8 @@ struct Options {
 fn options() -> Options {
     let mut options = Options {
         blend: common::demo_blend(),
+        blender: PathBuf::from("blender"),
+        blenders: Vec::new(),
         frames: 24,
         reps: 5,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
@@ -52,14 +63,18 @@ fn options() -> Options {
             "--reps" => options.reps = value.parse().expect("--reps N"),
             "--threads" => options.threads = value.parse().expect("--threads N"),
             "--herd" => options.herd = value.into(),
+            "--blender" => options.blenders.push(value.into()),
             other => panic!("unknown option {other}"),
         }
+    }
+    if options.blenders.is_empty() {
+        options.blenders.push(PathBuf::from("blender"));
     }
     options
 }
 
 fn blender(options: &Options, out: &Path) -> Command {
-    let mut command = Command::new("blender");
+    let mut command = Command::new(&options.blender);
     command
         .arg("-b")
         .arg(&options.blend)
@@ -103,6 +118,8 @@ fn herd_render(options: &Options) -> f64 {
     let status = Command::new(&options.herd)
         .arg("render")
         .arg(&options.blend)
+        .arg("--blender")
+        .arg(&options.blender)
         .args(["--frames", &format!("1-{}", options.frames)])
         .args([
             "--no-discovery",
@@ -128,7 +145,12 @@ async fn herd(options: &Options) -> f64 {
     // Timed from the node's start: it starts Blender then, and that counts.
     let started = Instant::now();
     let threads = options.threads.to_string();
-    let (mut child, url) = common::start_node(&options.herd, work.path(), &["--threads", &threads]);
+    let blender = options.blender.to_string_lossy().into_owned();
+    let (mut child, url) = common::start_node(
+        &options.herd,
+        work.path(),
+        &["--threads", &threads, "--blender", &blender],
+    );
     let client = reqwest::Client::new();
     let api = |path: &str| format!("{url}/api/v1/{path}");
 
@@ -187,39 +209,65 @@ async fn herd(options: &Options) -> f64 {
     secs
 }
 
+/// Times of one Blender's runs, one entry per repetition.
+#[derive(Default)]
+struct Times {
+    natives: Vec<f64>,
+    herds: Vec<f64>,
+    renders: Vec<f64>,
+    launches: Vec<f64>,
+}
+
 #[tokio::main]
 async fn main() {
-    let options = options();
+    let mut options = options();
     common::require(&options.herd);
-    let (mut natives, mut herds, mut renders, mut launches) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut times: Vec<Times> = options.blenders.iter().map(|_| Times::default()).collect();
     for rep in 1..=options.reps {
-        // Rotate the order so drift in the machine's load spreads evenly.
-        let mut order = ["native", "herd", "render", "per-frame"];
-        order.rotate_left(rep % 4);
-        for which in order {
-            match which {
-                "native" => natives.push(native(&options)),
-                "herd" => herds.push(herd(&options).await),
-                "render" => renders.push(herd_render(&options)),
-                _ => launches.push(per_frame(&options)),
+        for (index, blender) in options.blenders.clone().into_iter().enumerate() {
+            options.blender = blender;
+            let times = &mut times[index];
+            // Rotate the order so drift in the machine's load spreads evenly.
+            let mut order = ["native", "herd", "render", "per-frame"];
+            order.rotate_left(rep % 4);
+            for which in order {
+                match which {
+                    "native" => times.natives.push(native(&options)),
+                    "herd" => times.herds.push(herd(&options).await),
+                    "render" => times.renders.push(herd_render(&options)),
+                    _ => times.launches.push(per_frame(&options)),
+                }
             }
+            eprintln!(
+                "rep {rep}, {}: native {:.2} s, node API {:.2} s, herd render {:.2} s, per-frame {:.2} s",
+                options.blender.display(),
+                times.natives[rep - 1],
+                times.herds[rep - 1],
+                times.renders[rep - 1],
+                times.launches[rep - 1]
+            );
         }
-        eprintln!(
-            "rep {rep}: native {:.2} s, node API {:.2} s, herd render {:.2} s, per-frame {:.2} s",
-            natives[rep - 1],
-            herds[rep - 1],
-            renders[rep - 1],
-            launches[rep - 1]
-        );
     }
-    let ratios: Vec<f64> = herds.iter().zip(&natives).map(|(h, n)| h / n).collect();
-    let render_ratios: Vec<f64> = renders.iter().zip(&natives).map(|(h, n)| h / n).collect();
-    let launch_ratios: Vec<f64> = launches.iter().zip(&renders).map(|(l, h)| l / h).collect();
+    for (blender, times) in options.blenders.iter().zip(&times) {
+        report(&options, blender, times);
+    }
+}
+
+fn report(options: &Options, blender: &Path, times: &Times) {
+    let Times {
+        natives,
+        herds,
+        renders,
+        launches,
+    } = times;
+    let ratios: Vec<f64> = herds.iter().zip(natives).map(|(h, n)| h / n).collect();
+    let render_ratios: Vec<f64> = renders.iter().zip(natives).map(|(h, n)| h / n).collect();
+    let launch_ratios: Vec<f64> = launches.iter().zip(renders).map(|(l, h)| l / h).collect();
     println!(
-        "{} frames of {}, {} threads, {} repetitions (medians):",
+        "{} frames of {} with {}, {} threads, {} repetitions (medians):",
         options.frames,
         options.blend.display(),
+        blender.display(),
         options.threads,
         options.reps
     );
@@ -227,22 +275,23 @@ async fn main() {
     println!("|---|---|---|");
     println!(
         "| `blender -b -a` (anchor) | {:.2} | 1.00 |",
-        common::median(&natives)
+        common::median(natives)
     );
     println!(
         "| herd node via API | {:.2} | {:.3} × native (median of per-run ratios) |",
-        common::median(&herds),
+        common::median(herds),
         common::median(&ratios)
     );
     println!(
         "| `herd render` (local node only) | {:.2} | {:.3} × native (median of per-run ratios) |",
-        common::median(&renders),
+        common::median(renders),
         common::median(&render_ratios)
     );
     println!(
         "| `blender -b -f N` per frame | {:.2} | {:.2} × native; `herd render` is {:.2} × faster |",
-        common::median(&launches),
-        common::median(&launches) / common::median(&natives),
+        common::median(launches),
+        common::median(launches) / common::median(natives),
         common::median(&launch_ratios)
     );
+    println!();
 }

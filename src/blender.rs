@@ -6,7 +6,12 @@
 //! frame. Commands and answers travel over a private loopback TCP connection
 //! (one JSON object per line), so nothing Blender prints can be mistaken for an
 //! answer; Blender's stdout and stderr are read separately for progress and for
-//! the last log lines an error report carries.
+//! the last log lines an error report carries. While a command runs, the
+//! worker also sends Blender's render statistics (progress on every version,
+//! 5.0 included, which no longer prints them) and a heartbeat with Blender's
+//! CPU time; [`liveness`] decides from those when a Blender is hung.
+
+mod liveness;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::process::{Child, Command};
 
 use crate::wire::Overrides;
+use liveness::{CpuSource, Liveness};
 
 /// The worker script, embedded so the binary is all a node needs.
 pub const WORKER_SCRIPT: &str = include_str!("../assets/worker.py");
@@ -64,10 +70,19 @@ pub enum BlenderError {
         /// Blender's last output lines.
         log_tail: Vec<String>,
     },
-    /// Blender printed nothing for too long and was killed.
-    #[error("Blender printed nothing for {secs} s and was killed (--frame-timeout){}", tail_text(.log_tail))]
+    /// Blender showed no sign of life (no output, no CPU time used) for too
+    /// long and was killed.
+    #[error("Blender showed no sign of life for {secs} s (no output, no CPU time used) and was killed (--frame-timeout){}", tail_text(.log_tail))]
     Hung {
         /// The timeout that ran out.
+        secs: u64,
+        /// Blender's last output lines.
+        log_tail: Vec<String>,
+    },
+    /// A frame took longer than the hard cap and Blender was killed.
+    #[error("Blender worked on this frame for more than {secs} s and was killed (--max-frame-time){}", tail_text(.log_tail))]
+    TooLong {
+        /// The cap that ran out.
         secs: u64,
         /// Blender's last output lines.
         log_tail: Vec<String>,
@@ -274,8 +289,12 @@ pub struct BlenderConfig {
     pub threads: Option<u32>,
     /// Let .blend files run their Python (auto-exec); off by default.
     pub allow_scripts: bool,
-    /// Kill Blender when it prints nothing for this long.
+    /// Kill Blender when it shows no sign of life (output, CPU time) for
+    /// this long.
     pub frame_timeout: Duration,
+    /// Kill Blender when one frame takes longer than this, alive or not;
+    /// `None`: no cap.
+    pub max_frame_time: Option<Duration>,
     /// Folder the worker script is written to.
     pub script_dir: PathBuf,
 }
@@ -306,13 +325,19 @@ impl OutputLog {
 
     fn push(&mut self, line: String) {
         self.last_output = Instant::now();
-        if let Some(progress) = parse_progress(&line) {
-            self.progress = progress;
-        }
+        self.stats(&line);
         if self.lines.len() == LOG_TAIL_LINES {
             self.lines.pop_front();
         }
         self.lines.push_back(line);
+    }
+
+    /// Takes the progress from a statistics line, printed by Blender or sent
+    /// by the worker's `render_stats` handler.
+    fn stats(&mut self, line: &str) {
+        if let Some(progress) = parse_progress(line) {
+            self.progress = progress;
+        }
     }
 
     /// The last lines Blender printed, oldest first.
@@ -456,6 +481,17 @@ enum WorkerAnswer {
         secret: String,
         blender_version: String,
     },
+    /// The heartbeat: CPU seconds of Blender's threads but the heartbeat's.
+    Alive {
+        cpu_secs: f64,
+        /// The heartbeat thread's id, left out of `/proc` readings.
+        #[serde(default)]
+        tid: Option<u32>,
+    },
+    /// Blender's render statistics text.
+    Progress {
+        stats: String,
+    },
     Loaded(Loaded),
     Rendered(Rendered),
     Error {
@@ -471,6 +507,10 @@ pub struct Worker {
     commands: OwnedWriteHalf,
     log: Arc<Mutex<OutputLog>>,
     frame_timeout: Duration,
+    max_frame_time: Option<Duration>,
+    liveness: Liveness,
+    /// The worker's heartbeat thread, once it has reported.
+    heartbeat_tid: Option<u32>,
     allow_scripts: bool,
     /// The .blend currently loaded.
     loaded: Option<PathBuf>,
@@ -552,12 +592,15 @@ impl Worker {
             commands: write,
             log,
             frame_timeout: config.frame_timeout,
+            max_frame_time: config.max_frame_time,
+            liveness: Liveness::new(Instant::now()),
+            heartbeat_tid: None,
             allow_scripts: config.allow_scripts,
             loaded: None,
             missing: Vec::new(),
             blender_version: String::new(),
         };
-        match worker.answer(None).await? {
+        match worker.answer(None, None).await? {
             WorkerAnswer::Hello {
                 secret: theirs,
                 blender_version,
@@ -601,7 +644,7 @@ impl Worker {
             allow_scripts: self.allow_scripts,
             jail,
         };
-        match self.request(&command).await? {
+        match self.request(&command, None).await? {
             WorkerAnswer::Loaded(loaded) => {
                 self.loaded = Some(path.to_path_buf());
                 self.missing.clone_from(&loaded.missing);
@@ -626,7 +669,7 @@ impl Worker {
             scene: overrides.scene.as_deref(),
             overrides,
         };
-        match self.request(&command).await? {
+        match self.request(&command, self.max_frame_time).await? {
             WorkerAnswer::Rendered(rendered) => Ok(rendered),
             other => Err(unexpected(other)),
         }
@@ -651,41 +694,78 @@ impl Worker {
         let _ = self.child.kill().await;
     }
 
-    async fn request(&mut self, command: &WorkerCommand<'_>) -> Result<WorkerAnswer, BlenderError> {
+    /// Sends `command` and waits for its answer; `hard_limit` caps the
+    /// time it may take, whatever Blender does.
+    async fn request(
+        &mut self,
+        command: &WorkerCommand<'_>,
+        hard_limit: Option<Duration>,
+    ) -> Result<WorkerAnswer, BlenderError> {
         let mut line =
             serde_json::to_string(command).map_err(|err| BlenderError::Channel(err.to_string()))?;
         line.push('\n');
         lock(&self.log).reset();
+        self.liveness.sign(Instant::now());
         if let Err(err) = self.commands.write_all(line.as_bytes()).await {
             return Err(self.exited_or(BlenderError::Channel(err.to_string())).await);
         }
-        match self.answer(Some(self.frame_timeout)).await? {
+        match self.answer(Some(self.frame_timeout), hard_limit).await? {
             WorkerAnswer::Error { message } => Err(BlenderError::Blender(message)),
             answer => Ok(answer),
         }
     }
 
-    /// Waits for the worker's next answer while watching Blender: an exit or
-    /// `quiet_limit` without output ends the wait with an error.
+    /// Waits for the worker's next answer while watching Blender: an exit,
+    /// `quiet_limit` without a sign of life (see [`liveness`]) or
+    /// `hard_limit` in all ends the wait with an error. Heartbeats and
+    /// statistics are taken in on the way.
     async fn answer(
         &mut self,
         quiet_limit: Option<Duration>,
+        hard_limit: Option<Duration>,
     ) -> Result<WorkerAnswer, BlenderError> {
+        let started = Instant::now();
         let mut watchdog = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 line = self.answers.next_line() => {
-                    return match line {
+                    let answer = match line {
                         Ok(Some(line)) => serde_json::from_str(&line).map_err(|err| {
                             BlenderError::Channel(format!("unreadable answer {line:?}: {err}"))
                         }),
                         Ok(None) => Err(self.exited_or(BlenderError::Channel("closed".into())).await),
                         Err(err) => Err(self.exited_or(BlenderError::Channel(err.to_string())).await),
                     };
+                    match answer? {
+                        WorkerAnswer::Alive { cpu_secs, tid } => {
+                            self.heartbeat_tid = tid.or(self.heartbeat_tid);
+                            self.liveness.cpu(CpuSource::Heartbeat, cpu_secs, Instant::now());
+                        }
+                        WorkerAnswer::Progress { stats } => lock(&self.log).stats(&stats),
+                        answer => return Ok(answer),
+                    }
                 }
                 _ = watchdog.tick() => {
+                    let now = Instant::now();
+                    if let Some(pid) = self.child.id()
+                        && let Some(cpu_secs) = liveness::proc_cpu_secs(pid, self.heartbeat_tid)
+                    {
+                        self.liveness.cpu(CpuSource::Proc, cpu_secs, now);
+                    }
+                    if let Some(limit) = hard_limit
+                        && started.elapsed() > limit
+                    {
+                        self.kill().await;
+                        return Err(BlenderError::TooLong {
+                            secs: limit.as_secs(),
+                            log_tail: lock(&self.log).tail(),
+                        });
+                    }
                     let Some(limit) = quiet_limit else { continue };
-                    let quiet = lock(&self.log).last_output.elapsed();
+                    let quiet = lock(&self.log)
+                        .last_output
+                        .elapsed()
+                        .min(self.liveness.quiet_for(now));
                     if quiet > limit {
                         self.kill().await;
                         return Err(BlenderError::Hung {
@@ -718,6 +798,8 @@ impl Worker {
 fn unexpected(answer: WorkerAnswer) -> BlenderError {
     let what = match answer {
         WorkerAnswer::Hello { .. } => "hello",
+        WorkerAnswer::Alive { .. } => "alive",
+        WorkerAnswer::Progress { .. } => "progress",
         WorkerAnswer::Loaded(_) => "loaded",
         WorkerAnswer::Rendered(_) => "rendered",
         WorkerAnswer::Error { .. } => "error",

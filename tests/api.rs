@@ -30,6 +30,7 @@ fn node(dir: &Path, token: Option<&str>) -> Arc<Node> {
             threads: None,
             allow_scripts: false,
             frame_timeout: Duration::from_secs(10),
+            max_frame_time: None,
             script_dir: dir.to_path_buf(),
         },
         blender_version: "3.4.1".into(),

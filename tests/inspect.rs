@@ -332,6 +332,19 @@ fn newer_major_versions_are_refused_with_both_versions_named() {
     assert!(check_compatible(file, version(3, 4), "3.4.1").is_ok());
     assert!(check_compatible(file, version(2, 79), "3.4.1").is_ok());
     assert!(check_compatible(file, version(4, 0), "4.2.0").is_ok());
+    // 4.5 LTS reads the 5.x format (and warns); 4.4 and before do not.
+    assert!(check_compatible(file, version(5, 2), "4.5.15 LTS").is_ok());
+    assert!(check_compatible(file, version(5, 0), "5.0.1").is_ok());
+    let message = check_compatible(file, version(5, 0), "4.4.0")
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("only Blender 4.5 and later"), "{message}");
+    let message = check_compatible(file, version(5, 0), "3.4.1")
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("new file format"), "{message}");
+    // A major after that is refused, even by the newest Blender here.
+    assert!(check_compatible(file, version(6, 0), "5.0.1").is_err());
     // A newer minor opens (with a warning the caller gives).
     assert!(check_compatible(file, version(3, 6), "3.4.1").is_ok());
     assert!(is_newer(version(3, 6), version(3, 4)));

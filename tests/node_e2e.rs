@@ -293,12 +293,43 @@ async fn hung_blender_is_killed_after_the_frame_timeout() {
     assert_eq!(status["state"], "failed");
     let error = status["error"].as_str().unwrap();
     assert!(
-        error.contains("Blender printed nothing for 3 s and was killed"),
+        error.contains("Blender showed no sign of life for 3 s"),
         "{error}"
     );
     assert!(stopped.elapsed() < Duration::from_secs(15));
     let next = node.queue(&hash, 2, json!({})).await;
     assert_eq!(node.wait_final(&next, FRAME_LIMIT).await["state"], "done");
+}
+
+#[tokio::test]
+async fn a_busy_silent_frame_outlives_the_frame_timeout() {
+    // In the background Cycles prints "Sample 1/N" and then nothing until the
+    // frame ends: with one thread and many samples that silence lasts far
+    // longer than the 1 s timeout, but Blender keeps using CPU time.
+    let node = NodeProcess::start(&["--frame-timeout", "1", "--threads", "1"]);
+    let hash = node.upload(std::fs::read(demo_blend()).unwrap()).await;
+    let long = node.queue(&hash, 1, json!({"samples": 400})).await;
+    let status = node.wait_final(&long, FRAME_LIMIT).await;
+    assert_eq!(status["state"], "done", "{status}");
+    let secs = status["render_secs"].as_f64().unwrap();
+    assert!(
+        secs > 10.0,
+        "the frame took {secs} s, not 10 times the timeout: make it longer"
+    );
+}
+
+#[tokio::test]
+async fn max_frame_time_stops_a_busy_frame() {
+    let node = NodeProcess::start(&["--max-frame-time", "2", "--threads", "1"]);
+    let hash = node.upload(std::fs::read(demo_blend()).unwrap()).await;
+    let endless = node.queue(&hash, 1, json!({"samples": 100000})).await;
+    let started = Instant::now();
+    let status = node.wait_final(&endless, FRAME_LIMIT).await;
+    assert_eq!(status["state"], "failed");
+    let error = status["error"].as_str().unwrap();
+    assert!(error.contains("more than 2 s"), "{error}");
+    assert!(error.contains("--max-frame-time"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(15));
 }
 
 #[tokio::test]

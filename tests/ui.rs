@@ -256,6 +256,7 @@ fn node_window(
         threads: Some(1),
         allow_scripts: false,
         frame_timeout: Duration::from_secs(60),
+        max_frame_time: None,
         allow: Vec::new(),
         token: None,
         bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),

@@ -43,6 +43,7 @@ fn harness() -> &'static Harness {
                 threads: None,
                 allow_scripts: false,
                 frame_timeout: Duration::from_secs(10),
+                max_frame_time: None,
                 script_dir: work_dir.path().to_path_buf(),
             },
             blender_version: "3.4.1".into(),

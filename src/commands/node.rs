@@ -45,9 +45,14 @@ pub struct NodeArgs {
     /// Let .blend files run their Python scripts and drivers (off by default).
     #[arg(long)]
     pub allow_scripts: bool,
-    /// Kill Blender when it prints nothing for this many seconds.
+    /// Kill Blender when it shows no sign of life for this many seconds: no
+    /// output and no CPU time used (a silent but busy frame is not killed).
     #[arg(long, default_value_t = 600)]
     pub frame_timeout: u64,
+    /// Kill Blender when one frame takes longer than this many seconds, busy
+    /// or not (default: no cap).
+    #[arg(long, value_name = "SECS")]
+    pub max_frame_time: Option<u64>,
     /// Also let in this network, e.g. 192.168.50.0/24 (repeatable).
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<ipnet::IpNet>,
@@ -83,6 +88,9 @@ impl NodeArgs {
             threads: self.threads,
             allow_scripts: self.allow_scripts,
             frame_timeout: Duration::from_secs(self.frame_timeout.max(1)),
+            max_frame_time: self
+                .max_frame_time
+                .map(|secs| Duration::from_secs(secs.max(1))),
             allow: self.allow.clone(),
             token: self.token.clone(),
             bind: self.bind,

@@ -331,6 +331,7 @@ async fn local_node(args: &RenderArgs, blender_path: PathBuf) -> Result<NodeConf
             threads: args.farm.local_threads,
             allow_scripts: false,
             frame_timeout: Duration::from_secs(600),
+            max_frame_time: None,
             script_dir: work_dir,
         },
         blender_version,

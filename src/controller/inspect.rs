@@ -2,9 +2,10 @@
 //!
 //! Two steps, cheapest first. [`read_header`] reads the first bytes of the
 //! file (through gzip or zstd when it is compressed) for the Blender version
-//! that saved it, and [`check_compatible`] refuses a file from a newer major
-//! version before Blender is started: Blender 3.4 segfaults on most 4.x files
-//! and cannot read the 5.x format at all. [`inspect`] then runs Blender in the
+//! that saved it, and [`check_compatible`] refuses a file that this Blender
+//! cannot open, before Blender is started: Blender 3.4 segfaults on most 4.x
+//! files, and only 4.5 and later read the 5.x file format (4.5 opens 5.x files
+//! with a warning and renders them as 5.0 does). [`inspect`] then runs Blender in the
 //! background with `assets/inspect.py`, which writes the scene's settings to a
 //! JSON file, and turns what Blender said on the way into warnings a farm
 //! needs before it sends out frames: no camera, an engine this Blender lacks,
@@ -379,10 +380,17 @@ fn describe_start(head: &[u8], compression: Compression) -> String {
     }
 }
 
-/// Refuses a file saved by a newer major Blender version than
-/// `blender_version` (as Blender prints it, e.g. `3.4.1`). A newer minor
-/// version of the same major passes: Blender opens it with a warning, and
-/// callers can use [`is_newer`] to say so.
+/// The first Blender that reads the file format of 5.x (the
+/// `BLENDER17-01v0502` header): 4.5 LTS was made to open files of the next
+/// major version.
+const READS_5X_FILES: BlendVersion = BlendVersion { major: 4, minor: 5 };
+
+/// Refuses a file that the Blender of `blender_version` (as Blender prints
+/// it, e.g. `3.4.1`) cannot open, going by what Blender really does: a newer
+/// minor version of the same major opens (with a warning; callers can use
+/// [`is_newer`] to say so), and so do 5.x files in 4.5 and later; any other
+/// newer major does not (3.x segfaults on most 4.x files, 4.4 and before
+/// cannot read the 5.x format).
 pub fn check_compatible(
     file: &Path,
     file_version: BlendVersion,
@@ -390,17 +398,23 @@ pub fn check_compatible(
 ) -> Result<(), InspectError> {
     let running = BlendVersion::parse_blender(blender_version)
         .ok_or_else(|| InspectError::BlenderVersion(blender_version.to_string()))?;
-    if file_version.major <= running.major {
+    if file_version.major <= running.major || (file_version.major == 5 && running >= READS_5X_FILES)
+    {
         return Ok(());
     }
-    let why = if file_version.major >= 5 && running.major < 5 {
+    let why = if file_version.major >= 5 && running < READS_5X_FILES {
         format!(
-            "{}.x files use a new file format that Blender before 5.0 cannot read",
+            "{}.x files use a new file format that only Blender {READS_5X_FILES} and later can read",
+            file_version.major
+        )
+    } else if running.major == 3 && file_version.major == 4 {
+        format!(
+            "Blender {running} crashes on most {}.x files",
             file_version.major
         )
     } else {
         format!(
-            "Blender {running} crashes on most {}.x files",
+            "Blender {running} does not read files of Blender {}.x",
             file_version.major
         )
     };

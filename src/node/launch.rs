@@ -37,8 +37,11 @@ pub struct NodeLaunch {
     pub threads: Option<u32>,
     /// Let .blend files run their Python.
     pub allow_scripts: bool,
-    /// Kill a Blender that prints nothing this long.
+    /// Kill a Blender that shows no sign of life (output, CPU time) this
+    /// long.
     pub frame_timeout: Duration,
+    /// Kill a Blender whose frame takes longer than this; `None`: no cap.
+    pub max_frame_time: Option<Duration>,
     /// Networks let in besides loopback and the node's own subnets.
     pub allow: Vec<ipnet::IpNet>,
     /// Shared secret, if any.
@@ -126,6 +129,7 @@ pub async fn prepare(launch: &NodeLaunch) -> Result<Prepared, LaunchError> {
             threads: launch.threads,
             allow_scripts: launch.allow_scripts,
             frame_timeout: launch.frame_timeout.max(Duration::from_secs(1)),
+            max_frame_time: launch.max_frame_time,
             script_dir: work_dir,
         },
         blender_version,

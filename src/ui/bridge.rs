@@ -706,6 +706,7 @@ async fn start_local(
                 threads: config.local_threads,
                 allow_scripts: false,
                 frame_timeout: Duration::from_secs(600),
+                max_frame_time: None,
                 script_dir: work_dir,
             },
             blender_version,

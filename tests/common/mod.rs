@@ -395,3 +395,79 @@ pub fn root_or_skip(test: &str) -> bool {
     }
     root
 }
+
+/// Environment variable naming the other Blenders of the version matrix:
+/// `4.2=/path/to/blender-4.2,4.5=/path,5.0=/path` (see
+/// `scripts/bpy-venvs.sh`, which prints it).
+pub const TEST_BLENDERS_ENV: &str = "HERD_TEST_BLENDERS";
+
+/// One Blender of the version matrix.
+#[derive(Clone, Debug)]
+pub struct TestBlender {
+    /// Its label, e.g. `4.5`.
+    pub label: String,
+    /// The executable (or launcher).
+    pub path: PathBuf,
+}
+
+impl TestBlender {
+    /// The path as a string, for command lines.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+/// The Blenders of `HERD_TEST_BLENDERS`; empty, after saying on stderr why
+/// `test` is skipped, when it is unset or empty.
+pub fn test_blenders(test: &str) -> Vec<TestBlender> {
+    let value = std::env::var(TEST_BLENDERS_ENV).unwrap_or_default();
+    let blenders: Vec<TestBlender> = value
+        .split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| {
+            let (label, path) = entry
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{TEST_BLENDERS_ENV} entry {entry:?} is not LABEL=PATH"));
+            let path = PathBuf::from(path.trim());
+            assert!(
+                path.is_file(),
+                "{TEST_BLENDERS_ENV}: no Blender at {}",
+                path.display()
+            );
+            TestBlender {
+                label: label.trim().to_string(),
+                path,
+            }
+        })
+        .collect();
+    if blenders.is_empty() {
+        eprintln!(
+            "SKIPPED {test}: {TEST_BLENDERS_ENV} is not set (scripts/bpy-venvs.sh makes Blenders 4.2, 4.5 and 5.0 and prints its value; .ci/run sets it)"
+        );
+    }
+    blenders
+}
+
+/// The Blender of the matrix labelled `label`, or `None` after saying why
+/// `test` is skipped.
+pub fn test_blender(test: &str, label: &str) -> Option<TestBlender> {
+    let found = test_blenders(test)
+        .into_iter()
+        .find(|blender| blender.label == label);
+    if found.is_none() && std::env::var(TEST_BLENDERS_ENV).is_ok_and(|value| !value.is_empty()) {
+        eprintln!("SKIPPED {test}: {TEST_BLENDERS_ENV} names no Blender {label}");
+    }
+    found
+}
+
+/// The shared corpus of other people's .blend files, or `None` after saying
+/// why `test` is skipped.
+pub fn corpus(test: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/blend-corpus");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED {test}: ../shared/blend-corpus not found");
+        None
+    }
+}
