@@ -386,17 +386,23 @@ def render(command):
     name = command.get("name")
     if name is None:
         name = ORIGINAL["output_name"]
-    # Blender names the files (as `-a` does: the frame number where the
-    # name says, the format's extension); herd only chooses the folders.
+    # Blender names the files (the frame number where the name says, the
+    # format's extension); herd only chooses the folders.
     render.filepath = os.path.join(out, "image", "") + name
-    render.filepath = render.frame_path(frame=frame)
     nodes = file_output_nodes(scene)
     for index, node in enumerate(nodes):
         # The last part of a node's path is part of the names it writes.
         last = os.path.basename(file_output_dir(node).replace("\\", "/"))
         set_file_output_dir(node, os.path.join(out, "fo", str(index), "") + last)
     started = time.monotonic()
-    bpy.ops.render.render(write_still=True, scene=scene.name)
+    # As Blender's own -f: an animation of this one frame, so that the
+    # frame and every File Output node write as in -a.
+    kept = scene.frame_start, scene.frame_end, scene.frame_step
+    scene.frame_start, scene.frame_end, scene.frame_step = frame, frame, 1
+    try:
+        bpy.ops.render.render(animation=True, scene=scene.name)
+    finally:
+        scene.frame_start, scene.frame_end, scene.frame_step = kept
     render_secs = time.monotonic() - started
     images = files_under(os.path.join(out, "image"))
     if not images:

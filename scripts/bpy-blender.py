@@ -18,6 +18,7 @@ Blender does, in order, for the arguments herd and its tests use:
     -a                       render the animation
     --python FILE, -P FILE   run a script (an error is printed, as Blender does)
     --python-expr EXPR       run a line of Python
+    --python-exit-code N     exit with N when a script or line fails
     --                       the rest is left in sys.argv for scripts
 
 What it cannot map it says on stderr and skips: `-t` has no global
@@ -123,6 +124,8 @@ def main(args):
             raise
         except BaseException:
             traceback.print_exc()
+            if state.get("python_exit_code"):
+                finish(state["python_exit_code"])
 
     def run_expr(expr):
         try:
@@ -131,6 +134,8 @@ def main(args):
             raise
         except BaseException:
             traceback.print_exc()
+            if state.get("python_exit_code"):
+                finish(state["python_exit_code"])
 
     allow_scripts = False
     index = 0
@@ -187,6 +192,8 @@ def main(args):
             run_script(value())
         elif arg == "--python-expr":
             run_expr(value())
+        elif arg == "--python-exit-code":
+            state["python_exit_code"] = int(value())
         elif arg in {"--log-level", "--log"}:
             say(f"{arg} {value()}: ignored (bpy's logging is not Blender's command line)")
         elif arg.startswith("-"):

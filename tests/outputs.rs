@@ -19,11 +19,22 @@ const HERD: &str = env!("CARGO_BIN_EXE_herd");
 /// Builds the test scene `kind` as `dir/scene.blend` (see outputs_scene.py);
 /// `absolute` is the folder of the absolute File Output node.
 fn make_scene(dir: &Path, kind: &str, absolute: &Path) -> PathBuf {
+    make_scene_with(&common::blender(), dir, kind, absolute)
+}
+
+/// [`make_scene`] with the Blender at `blender`.
+fn make_scene_with(blender: &Path, dir: &Path, kind: &str, absolute: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let blend = dir.join("scene.blend");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/outputs_scene.py");
-    let status = Command::new(common::blender())
-        .args(["-b", "--factory-startup", "--python"])
+    let status = Command::new(blender)
+        .args([
+            "-b",
+            "--factory-startup",
+            "--python-exit-code",
+            "1",
+            "--python",
+        ])
         .arg(&script)
         .arg("--")
         .arg(&blend)
@@ -38,7 +49,12 @@ fn make_scene(dir: &Path, kind: &str, absolute: &Path) -> PathBuf {
 
 /// `blender -b FILE [-S SCENE] -a` in the file's folder.
 fn blender_writes(blend: &Path, scene: Option<&str>) {
-    let mut command = Command::new(common::blender());
+    blender_writes_with(&common::blender(), blend, scene);
+}
+
+/// [`blender_writes`] with the Blender at `blender`.
+fn blender_writes_with(blender: &Path, blend: &Path, scene: Option<&str>) {
+    let mut command = Command::new(blender);
     command.arg("-b").arg(blend);
     if let Some(scene) = scene {
         command.args(["-S", scene]);
@@ -198,16 +214,24 @@ fn assert_same_file(ours: &Path, theirs: &Path) {
 /// Renders scene `kind` with Blender and with herd, each in its own folder,
 /// and compares what each wrote (in the folder and in the absolute one).
 fn compare(kind: &str, herd_args: &[&str], scene: Option<&str>) {
+    compare_on(&common::blender(), kind, herd_args, scene);
+}
+
+/// [`compare`] with the Blender at `blender`, for herd and Blender alike.
+fn compare_on(blender: &Path, kind: &str, herd_args: &[&str], scene: Option<&str>) {
     let root = tempfile::tempdir().unwrap();
     let (theirs, ours) = (root.path().join("blender"), root.path().join("herd"));
     let (theirs_abs, ours_abs) = (
         root.path().join("blender_abs"),
         root.path().join("herd_abs"),
     );
-    let native = make_scene(&theirs, kind, &theirs_abs);
-    let blend = make_scene(&ours, kind, &ours_abs);
-    blender_writes(&native, scene);
-    herd_writes(&blend, &root.path().join("work"), herd_args);
+    let native = make_scene_with(blender, &theirs, kind, &theirs_abs);
+    let blend = make_scene_with(blender, &ours, kind, &ours_abs);
+    blender_writes_with(blender, &native, scene);
+    let blender_arg = blender.to_string_lossy().into_owned();
+    let mut args = vec!["--blender", blender_arg.as_str()];
+    args.extend_from_slice(herd_args);
+    herd_writes(&blend, &root.path().join("work"), &args);
     for (ours, theirs) in [(&ours, &theirs), (&ours_abs, &theirs_abs)] {
         let (a, b) = (tree(ours), tree(theirs));
         assert_eq!(
@@ -407,6 +431,17 @@ for frame in range(scene.frame_start, scene.frame_end + 1):
 #[test]
 fn file_output_nodes_write_every_pass_where_blender_does() {
     compare("file_output", &[], None);
+}
+
+/// The version matrix's smoke set (HERD_TEST_BLENDERS): a File Output scene
+/// and a multilayer EXR come back as that Blender writes them.
+#[test]
+fn file_outputs_and_multilayer_exr_on_each_blender() {
+    for blender in common::test_blenders("file_outputs_and_multilayer_exr_on_each_blender") {
+        eprintln!("Blender {}", blender.label);
+        compare_on(&blender.path, "file_output", &[], None);
+        compare_on(&blender.path, "multilayer", &[], None);
+    }
 }
 
 #[test]

@@ -129,7 +129,7 @@ def warm_scene(scene, cube, feature, folder):
         material.node_tree.links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
         cube.data.materials.append(material)
     elif feature == "view_layers":
-        scene.render.image_settings.file_format = "OPEN_EXR_MULTILAYER"
+        set_format(scene.render.image_settings, "OPEN_EXR_MULTILAYER")
         second = scene.view_layers.new("Second")
         second.use_pass_z = True
         cube.keyframe_insert("location", frame=1)
@@ -160,45 +160,68 @@ cube.keyframe_insert("location", frame=2)
 
 
 def compositor(scene):
-    if hasattr(scene, "compositing_node_group"):
+    """The scene's compositor tree with its Render Layers node, the image
+    going to the output as Blender's default tree does."""
+    if hasattr(scene, "compositing_node_group"):  # 5.0
         tree = bpy.data.node_groups.new("Compositing", "CompositorNodeTree")
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        layers = tree.nodes.new("CompositorNodeRLayers")
+        output = tree.nodes.new("NodeGroupOutput")
+        tree.links.new(layers.outputs["Image"], output.inputs[0])
         scene.compositing_node_group = tree
-        return tree, None
+        return tree, layers
     scene.use_nodes = True
     tree = scene.node_tree
     return tree, tree.nodes.get("Render Layers")
 
 
-def file_output(tree, path, name):
+def set_format(settings, file_format):
+    """An image format; 5.0 first needs its media type."""
+    if hasattr(settings, "media_type"):
+        settings.media_type = "MULTI_LAYER_IMAGE" if file_format == "OPEN_EXR_MULTILAYER" else "IMAGE"
+    settings.file_format = file_format
+
+
+def file_output(tree, path, name, file_format):
     node = tree.nodes.new("CompositorNodeOutputFile")
     node.name = name
-    if hasattr(node, "base_path"):
-        node.base_path = path
-    else:
+    if hasattr(node, "directory"):  # 5.0
         node.directory = path
+    else:
+        node.base_path = path
+    set_format(node.format, file_format)
+    node["herd_slots"] = 0
     return node
+
+
+def slot(node, path, kind="RGBA"):
+    """A new input of a File Output node writing to `path` (its first
+    input before 5.0 exists already)."""
+    if hasattr(node, "file_output_items"):  # 5.0 (a "/" in a name becomes "_")
+        node.file_output_items.new(kind, path)
+        return node.inputs[len(node.file_output_items) - 1]
+    if node["herd_slots"] == 0:
+        node.file_slots[0].path = path
+    else:
+        node.file_slots.new(path)
+    node["herd_slots"] += 1
+    return node.inputs[node["herd_slots"] - 1]
 
 
 if kind == "file_output":
     scene.view_layers[0].use_pass_z = True
     scene.view_layers[0].use_pass_normal = True
     tree, layers = compositor(scene)
-    passes = file_output(tree, "//passes/", "passes")
-    passes.format.file_format = "PNG"
-    passes.file_slots.new("normal/normal_")
-    passes.file_slots[0].path = "image_"
-    tree.links.new(layers.outputs["Image"], passes.inputs[0])
-    tree.links.new(layers.outputs["Normal"], passes.inputs[1])
-    depth = file_output(tree, "//", "depth")
-    depth.format.file_format = "OPEN_EXR"
-    depth.file_slots[0].path = "depth/depth_"
-    tree.links.new(layers.outputs["Depth"], depth.inputs[0])
+    passes = file_output(tree, "//passes/", "passes", "PNG")
+    tree.links.new(layers.outputs["Image"], slot(passes, "image_"))
+    tree.links.new(layers.outputs["Normal"], slot(passes, "normal/normal_", "VECTOR"))
+    depth = file_output(tree, "//", "depth", "OPEN_EXR")
+    tree.links.new(layers.outputs["Depth"], slot(depth, "depth/depth_", "FLOAT"))
     if absolute:
-        far = file_output(tree, absolute, "far")
-        far.format.file_format = "PNG"
-        tree.links.new(layers.outputs["Image"], far.inputs[0])
+        far = file_output(tree, absolute, "far", "PNG")
+        tree.links.new(layers.outputs["Image"], slot(far, "Image"))
 elif kind == "multilayer":
-    scene.render.image_settings.file_format = "OPEN_EXR_MULTILAYER"
+    set_format(scene.render.image_settings, "OPEN_EXR_MULTILAYER")
     scene.render.image_settings.color_depth = "16"
     first = scene.view_layers[0]
     first.use_pass_z = True
@@ -218,6 +241,8 @@ elif kind == "pattern":
 elif kind in ("movie", "movie_mp4", "sequencer_movie"):
     scene.frame_end = 3
     scene.render.filepath = "//movie/shot_"
+    if hasattr(scene.render.image_settings, "media_type"):
+        scene.render.image_settings.media_type = "VIDEO"
     scene.render.image_settings.file_format = "FFMPEG"
     scene.render.ffmpeg.format = "MPEG4" if kind == "movie_mp4" else "MKV"
     scene.render.ffmpeg.codec = "H264"
