@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::deps;
 use super::discovery;
 use super::frames::format_frames;
-use super::journal::{JobRecord, Journal};
+use super::journal::{FrameRecord, JobRecord, Journal, JournalWriter};
 use super::output::OutputDir;
 use super::remote::{self, Blob, BlobSource, FromNode, JobContext, Report, ToNode};
 use super::scheduler::{
@@ -543,7 +543,7 @@ struct Job {
     ctx: Arc<JobContext>,
     emit: Emitter,
     scheduler: Scheduler,
-    journal: Journal,
+    journal: JournalWriter,
     started: Instant,
     nodes: BTreeMap<NodeId, NodeEntry>,
     by_uuid: HashMap<String, NodeId>,
@@ -586,7 +586,11 @@ async fn run(
         frames: format_frames(&spec.frames),
         overrides: spec.overrides.clone(),
     };
-    let (journal, previous) = Journal::open(&output.dir, &record).map_err(output_error)?;
+    let dir = output.dir.clone();
+    let (journal, previous) = tokio::task::spawn_blocking(move || Journal::open(&dir, &record))
+        .await
+        .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())))
+        .map_err(output_error)?;
     if let Some(other) = &previous.other_job
         && !spec.overwrite
     {
@@ -633,6 +637,7 @@ async fn run(
         watch_wait: config.watch_wait,
         loss_timeout: config.loss_timeout,
     });
+    let (journal, mut journal_errors) = journal.spawn_writer();
     let (reports_tx, mut reports_rx) = mpsc::channel(1024);
     let (confirm_tx, mut confirm_rx) = mpsc::channel(64);
     let mut job = Job {
@@ -661,7 +666,7 @@ async fn run(
     };
     if job.scheduler.is_finished() {
         job.end = Some(Outcome::Complete);
-        return Ok(job.finish().await);
+        return Ok(job.finish(journal_errors).await);
     }
 
     if let Some(local) = job.config.local.clone() {
@@ -694,6 +699,7 @@ async fn run(
         tokio::select! {
             Some(report) = reports_rx.recv() => job.report(report).await,
             Some(confirmed) = confirm_rx.recv() => job.confirmed(confirmed).await,
+            Some(error) = journal_errors.recv() => job.emit.log(error).await,
             Some((length, from)) = datagram => job.datagram(&buffer[..length], from),
             command = commands.recv() => match command {
                 Some(command) => job.command(command).await,
@@ -706,7 +712,7 @@ async fn run(
             }
         }
     }
-    Ok(job.finish().await)
+    Ok(job.finish(journal_errors).await)
 }
 
 /// Everything a node needs besides the .blend: the files the scene reads
@@ -1091,12 +1097,13 @@ impl Job {
         }
         let (number, secs) = (entry.number, entry.render_secs);
         let name = self.node_name(node);
-        if let Err(err) = self.journal.frame_done(number, &name, secs) {
-            let path = self.journal.path().display().to_string();
-            self.emit
-                .log(format!("cannot write the journal {path}: {err}; a resumed job may render frame {number} again"))
-                .await;
-        }
+        self.journal
+            .frame_done(FrameRecord {
+                frame: number,
+                node: name,
+                secs,
+            })
+            .await;
     }
 
     fn activity(
@@ -1294,9 +1301,14 @@ impl Job {
         }
     }
 
-    /// Ends the job: cancels what nodes still hold and sums up.
-    async fn finish(mut self) -> JobSummary {
+    /// Ends the job: cancels what nodes still hold, waits for the journal
+    /// to be on disk (telling what could not be written) and sums up.
+    async fn finish(mut self, mut journal_errors: mpsc::Receiver<String>) -> JobSummary {
         self.publish().await;
+        self.journal.close().await;
+        while let Ok(error) = journal_errors.try_recv() {
+            self.emit.log(error).await;
+        }
         let mut tasks = Vec::new();
         for entry in self.nodes.values_mut() {
             // Dropping the sender makes the task cancel its renders and end.
