@@ -842,6 +842,11 @@ fn a_minimised_window_never_stalls_a_job() {
     );
     let local = app.state.nodes.values().find(|node| node.local).unwrap();
     assert_eq!(local.frames_done, TO_RENDER as u32);
+    assert!(
+        app.events_taken > ON_DISK as u64,
+        "the window took {} events",
+        app.events_taken
+    );
 
     shutdown.cancel();
     runtime.block_on(task).unwrap();
