@@ -11,12 +11,15 @@
 //! ```text
 //! cargo build --release && cargo run --release --example bench_node -- \
 //!     [--blend assets/demo/demo.blend] [--frames 24] [--reps 5] [--threads 2] \
-//!     [--blender PATH]...
+//!     [--blender PATH]... [--variant cheap] [--ways native,herd,render,per-frame]
 //! ```
 //!
 //! `--blender` (repeatable; default `blender`) measures each Blender in the
 //! same run, interleaved, each against its own native anchor; herd is given
-//! the same Blender (`--blender`) as the anchor.
+//! the same Blender (`--blender`) as the anchor. `--variant cheap` renders a
+//! copy of the demo scene made cheap (96×54, 1 sample, `--frames` long),
+//! where a frame costs little beside what herd adds around it. `--ways`
+//! picks which of the four ways run.
 //!
 //! herd runs with HERD_LOOPBACK_ONLY=1. A fresh node (and a fresh
 //! `herd render`) is started for each repetition and timed from its start,
@@ -38,6 +41,8 @@ struct Options {
     blender: PathBuf,
     /// Every Blender to measure.
     blenders: Vec<PathBuf>,
+    variant: Option<String>,
+    ways: Vec<String>,
     frames: i32,
     reps: usize,
     threads: u32,
@@ -49,6 +54,10 @@ fn options() -> Options {
         blend: common::demo_blend(),
         blender: PathBuf::from("blender"),
         blenders: Vec::new(),
+        variant: None,
+        ways: ["native", "herd", "render", "per-frame"]
+            .map(String::from)
+            .to_vec(),
         frames: 24,
         reps: 5,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
@@ -64,6 +73,8 @@ fn options() -> Options {
             "--threads" => options.threads = value.parse().expect("--threads N"),
             "--herd" => options.herd = value.into(),
             "--blender" => options.blenders.push(value.into()),
+            "--variant" => options.variant = Some(value.clone()),
+            "--ways" => options.ways = value.split(',').map(String::from).collect(),
             other => panic!("unknown option {other}"),
         }
     }
@@ -218,33 +229,68 @@ struct Times {
     launches: Vec<f64>,
 }
 
+/// A copy of the demo scene at 96×54, 1 sample, `frames` long, in `dir`.
+fn cheap_variant(dir: &Path, frames: i32) -> PathBuf {
+    let out = dir.join("cheap.blend");
+    let script = format!(
+        "import bpy\nscene = bpy.context.scene\nscene.render.resolution_x = 96\n\
+         scene.render.resolution_y = 54\nscene.render.resolution_percentage = 100\n\
+         scene.cycles.samples = 1\nscene.frame_start = 1\nscene.frame_end = {frames}\n\
+         bpy.ops.wm.save_as_mainfile(filepath={:?})\n",
+        out.display().to_string()
+    );
+    let status = Command::new("blender")
+        .args(["-b", "--factory-startup", "-noaudio"])
+        .arg(common::demo_blend())
+        .arg("--python-expr")
+        .arg(script)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success() && out.is_file(),
+        "could not make the cheap variant"
+    );
+    out
+}
+
 #[tokio::main]
 async fn main() {
     let mut options = options();
     common::require(&options.herd);
+    let variant_dir = tempfile::tempdir().unwrap();
+    match options.variant.as_deref() {
+        None => {}
+        Some("cheap") => options.blend = cheap_variant(variant_dir.path(), options.frames),
+        Some(other) => panic!("unknown variant {other}: use cheap"),
+    }
     let mut times: Vec<Times> = options.blenders.iter().map(|_| Times::default()).collect();
     for rep in 1..=options.reps {
         for (index, blender) in options.blenders.clone().into_iter().enumerate() {
             options.blender = blender;
             let times = &mut times[index];
             // Rotate the order so drift in the machine's load spreads evenly.
-            let mut order = ["native", "herd", "render", "per-frame"];
-            order.rotate_left(rep % 4);
-            for which in order {
-                match which {
+            let mut order = options.ways.clone();
+            let turn = rep % order.len().max(1);
+            order.rotate_left(turn);
+            for which in &order {
+                match which.as_str() {
                     "native" => times.natives.push(native(&options)),
                     "herd" => times.herds.push(herd(&options).await),
                     "render" => times.renders.push(herd_render(&options)),
-                    _ => times.launches.push(per_frame(&options)),
+                    "per-frame" => times.launches.push(per_frame(&options)),
+                    other => panic!("unknown way {other}"),
                 }
             }
+            let last =
+                |values: &[f64]| values.last().map_or("-".to_string(), |v| format!("{v:.2}"));
             eprintln!(
-                "rep {rep}, {}: native {:.2} s, node API {:.2} s, herd render {:.2} s, per-frame {:.2} s",
+                "rep {rep}, {}: native {} s, node API {} s, herd render {} s, per-frame {} s",
                 options.blender.display(),
-                times.natives[rep - 1],
-                times.herds[rep - 1],
-                times.renders[rep - 1],
-                times.launches[rep - 1]
+                last(&times.natives),
+                last(&times.herds),
+                last(&times.renders),
+                last(&times.launches)
             );
         }
     }
@@ -260,6 +306,13 @@ fn report(options: &Options, blender: &Path, times: &Times) {
         renders,
         launches,
     } = times;
+    let median = |values: &[f64]| {
+        if values.is_empty() {
+            f64::NAN
+        } else {
+            common::median(values)
+        }
+    };
     let ratios: Vec<f64> = herds.iter().zip(natives).map(|(h, n)| h / n).collect();
     let render_ratios: Vec<f64> = renders.iter().zip(natives).map(|(h, n)| h / n).collect();
     let launch_ratios: Vec<f64> = launches.iter().zip(renders).map(|(l, h)| l / h).collect();
@@ -275,23 +328,23 @@ fn report(options: &Options, blender: &Path, times: &Times) {
     println!("|---|---|---|");
     println!(
         "| `blender -b -a` (anchor) | {:.2} | 1.00 |",
-        common::median(natives)
+        median(natives)
     );
     println!(
         "| herd node via API | {:.2} | {:.3} × native (median of per-run ratios) |",
-        common::median(herds),
-        common::median(&ratios)
+        median(herds),
+        median(&ratios)
     );
     println!(
         "| `herd render` (local node only) | {:.2} | {:.3} × native (median of per-run ratios) |",
-        common::median(renders),
-        common::median(&render_ratios)
+        median(renders),
+        median(&render_ratios)
     );
     println!(
         "| `blender -b -f N` per frame | {:.2} | {:.2} × native; `herd render` is {:.2} × faster |",
-        common::median(launches),
-        common::median(launches) / common::median(natives),
-        common::median(&launch_ratios)
+        median(launches),
+        median(launches) / median(natives),
+        median(&launch_ratios)
     );
     println!();
 }

@@ -364,3 +364,79 @@ async fn scripts_in_a_blend_run_only_with_allow_scripts() {
         "with --allow-scripts the file's script runs"
     );
 }
+
+/// Sends one `PUT` of `body` on `stream` the way a plain client does (no
+/// `Expect: 100-continue`: the whole body goes at once) and returns the
+/// status line of the answer.
+fn put_raw(stream: &mut std::net::TcpStream, host: &str, hash: &str, body: &[u8]) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let head = format!(
+        "PUT /api/v1/blobs/{hash} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    for chunk in body.chunks(64 * 1024) {
+        stream
+            .write_all(chunk)
+            .unwrap_or_else(|err| panic!("the node broke the upload: {err}"));
+    }
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut rest = vec![0; length];
+    reader.read_exact(&mut rest).unwrap();
+    status.trim_end().to_string()
+}
+
+#[tokio::test]
+async fn a_blob_sent_again_without_expect_is_answered_not_cut_off() {
+    let node = NodeProcess::start(&[]);
+    let host = node.url.trim_start_matches("http://").to_string();
+    // 8 MB: far more than the socket buffers hold, so a node that answered
+    // without reading would close the connection under the sender.
+    let body: Vec<u8> = (0..8 << 20).map(|n: u32| (n % 251) as u8).collect();
+    let hash = common::sha256(&body);
+    let statuses = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&host).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let first = put_raw(&mut stream, &host, &hash, &body);
+        let again = put_raw(&mut stream, &host, &hash, &body);
+        // The same connection still serves: the body was read to its end.
+        let third = put_raw(&mut stream, &host, &hash, &body);
+        // A new connection sends it again, too.
+        let mut other = std::net::TcpStream::connect(&host).unwrap();
+        let fresh = put_raw(&mut other, &host, &hash, &body);
+        // A client that asks first is told at once and sends nothing.
+        let mut asking = std::net::TcpStream::connect(&host).unwrap();
+        asking
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let head = format!(
+            "PUT /api/v1/blobs/{hash} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        );
+        std::io::Write::write_all(&mut asking, head.as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(asking), &mut answer).unwrap();
+        [first, again, third, fresh, answer.trim_end().to_string()]
+    })
+    .await
+    .unwrap();
+    assert_eq!(statuses[0], "HTTP/1.1 201 Created");
+    for status in &statuses[1..] {
+        assert_eq!(status, "HTTP/1.1 200 OK");
+    }
+}

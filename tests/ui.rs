@@ -743,3 +743,117 @@ fn a_scene_with_a_missing_texture_says_which_and_starts_only_when_told_to() {
     shutdown.cancel();
     runtime.block_on(task).unwrap();
 }
+
+/// A minimised window: eframe runs no `ui` pass, it calls only `App::logic`
+/// (through `Context::run_logic`), and only when the background asked for
+/// a repaint. A resumed job of 10,010 frames, 10,000 of them in the output
+/// folder already, tells the window of each at once: more events than the
+/// channels hold. The job must still hand out its last ten frames to the
+/// local node's real Blender and finish them.
+#[test]
+fn a_minimised_window_never_stalls_a_job() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const ON_DISK: i32 = 10_000;
+    const TO_RENDER: i32 = 10;
+    let runtime = runtime();
+    let work_dir = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    // The demo at 30 %: 96×54, the size every frame must have.
+    // Where the job panel's output folder puts the demo's frames.
+    let output = herd::controller::output::OutputPlan {
+        dir: out_dir.path().to_path_buf(),
+        name: "demo_####".into(),
+        format: "PNG".into(),
+        use_extension: true,
+        file_outputs: Vec::new(),
+        movie: None,
+        notes: Vec::new(),
+    };
+    let first = output.frame_path(TO_RENDER + 1);
+    image::RgbImage::new(96, 54).save(&first).unwrap();
+    for frame in TO_RENDER + 2..=TO_RENDER + ON_DISK {
+        std::fs::hard_link(&first, output.frame_path(frame)).unwrap();
+    }
+
+    let repaint = Arc::new(AtomicBool::new(false));
+    let notify = {
+        let repaint = Arc::clone(&repaint);
+        Arc::new(move || repaint.store(true, Ordering::SeqCst))
+    };
+    let shutdown = CancellationToken::new();
+    let config = BridgeConfig {
+        blender: Some(common::blender()),
+        local: true,
+        local_threads: Some(1),
+        work_dir: Some(work_dir.path().to_path_buf()),
+        discovery_port: None,
+        ..BridgeConfig::default()
+    };
+    let (link, task) = bridge::spawn(runtime.handle(), config, notify, shutdown.clone());
+    let mut app = ControllerApp::new(link);
+    app.open(common::demo_blend());
+    let mut harness = controller_harness(app);
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        app.inspecting.is_none()
+    });
+    {
+        let app = harness.state_mut();
+        let message = app.message.clone();
+        let (_, form) = app.scene.as_mut().unwrap_or_else(|| panic!("{message:?}"));
+        form.frames = format!("1-{}", TO_RENDER + ON_DISK);
+        form.resolution_percent = 30;
+        form.samples = Some(1);
+        form.output_dir = out_dir.path().display().to_string();
+    }
+    harness.run_steps(2);
+    harness.get_by_label("Start").click();
+    harness.step();
+    assert!(harness.state().job_running(), "the job starts at once");
+
+    // Minimised from here on: `logic` only, when a repaint was asked for.
+    let ctx = harness.ctx.clone();
+    let mut frame = eframe::Frame::_new_kittest();
+    let start = Instant::now();
+    let limit = Duration::from_secs(300);
+    while harness.state().job_running() {
+        let rendered = (1..=TO_RENDER)
+            .filter(|&frame| output.frame_path(frame).is_file())
+            .count();
+        assert!(
+            start.elapsed() < limit,
+            "the job stalled behind the minimised window: {rendered} of {TO_RENDER} frames rendered after {limit:?}"
+        );
+        if repaint.swap(false, Ordering::SeqCst) || ctx.has_requested_repaint() {
+            let app = harness.state_mut();
+            let _ = ctx.run_logic(&egui::RawInput::default(), |ctx| {
+                eframe::App::logic(app, ctx, &mut frame);
+            });
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let app = harness.state();
+    let summary = app.state.summary.as_ref().expect("the job ended");
+    assert_eq!(summary.outcome, herd::controller::engine::Outcome::Complete);
+    assert_eq!(summary.frames_skipped, ON_DISK as usize);
+    assert_eq!(summary.frames_done, (ON_DISK + TO_RENDER) as usize);
+    for frame in 1..=TO_RENDER {
+        assert!(output.frame_path(frame).is_file(), "frame {frame} written");
+    }
+    assert_eq!(
+        app.state.frame_counts()[4],
+        (ON_DISK + TO_RENDER) as usize,
+        "every cell is done"
+    );
+    let local = app.state.nodes.values().find(|node| node.local).unwrap();
+    assert_eq!(local.frames_done, TO_RENDER as u32);
+    assert!(
+        app.events_taken > ON_DISK as u64,
+        "the window took {} events",
+        app.events_taken
+    );
+
+    shutdown.cancel();
+    runtime.block_on(task).unwrap();
+}

@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use herd::blender::{self, BlenderConfig};
 use herd::controller::engine::{
-    self, EngineCommand, EngineConfig, EngineEvent, JobSpec, JobSummary, LocalNode, NodeCheck,
-    NodeStatus, NodeView, Outcome,
+    self, EngineCommand, EngineConfig, EngineEvent, JobProgress, JobSpec, JobSummary, LocalNode,
+    NodeCheck, NodeStatus, NodeView, Outcome,
 };
 use herd::controller::frames::parse_frames;
 use herd::controller::output::{OutputPlan, format_from_blender};
@@ -341,8 +341,8 @@ async fn local_node(args: &RenderArgs, blender_path: PathBuf) -> Result<NodeConf
     })
 }
 
-/// Shows the job's events until it ends; Ctrl-C or SIGTERM cancels it
-/// cleanly (what is rendered stays).
+/// Shows the job's events and snapshots until it ends; Ctrl-C or SIGTERM
+/// cancels it cleanly (what is rendered stays).
 async fn drive(mut handle: engine::EngineHandle, json: bool) -> Result<JobSummary> {
     let bar = if json {
         ProgressBar::hidden()
@@ -353,16 +353,32 @@ async fn drive(mut handle: engine::EngineHandle, json: bool) -> Result<JobSummar
         ProgressStyle::with_template("{bar:30} {pos}/{len} frames  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut nodes: std::collections::BTreeMap<u32, NodeView> = Default::default();
-    let mut eta = String::new();
+    let mut shown: Option<JobProgress> = None;
     let cancel = handle.commands.clone();
     tokio::spawn(async move {
         super::termination().await;
         let _ = cancel.send(EngineCommand::Cancel).await;
     });
-    while let Some(event) = handle.events.recv().await {
+    let mut snapshots = true;
+    loop {
+        let event = tokio::select! {
+            event = handle.events.recv() => event,
+            changed = handle.progress.changed(), if snapshots => {
+                snapshots = changed.is_ok();
+                show_progress(&bar, &mut handle.progress, &mut shown, json)?;
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
+        if let EngineEvent::Finished(_) = &event {
+            // The job's last snapshot comes before its end.
+            show_progress(&bar, &mut handle.progress, &mut shown, json)?;
+        }
         if json {
             println!("{}", serde_json::to_string(&event)?);
+            if let EngineEvent::Finished(_) = event {
+                break;
+            }
             continue;
         }
         match event {
@@ -384,20 +400,11 @@ async fn drive(mut handle: engine::EngineHandle, json: bool) -> Result<JobSummar
                     );
                 }
             }
-            EngineEvent::Node(view) => {
-                nodes.insert(view.id, view);
-            }
-            EngineEvent::Frame(_) => {}
-            EngineEvent::Progress(progress) => {
-                bar.set_position(progress.done as u64);
-                eta = progress
-                    .eta_secs
-                    .map_or_else(String::new, |secs| format!("ETA {} ", clock(secs)));
-            }
+            // Snapshots: they come through `handle.progress`.
+            EngineEvent::Node(_) | EngineEvent::Progress(_) | EngineEvent::Frame(_) => {}
             EngineEvent::Log { message } => say(&bar, message),
             EngineEvent::Finished(_) => break,
         }
-        bar.set_message(format!("{eta}{}", activity(&nodes)));
     }
     bar.finish_and_clear();
     handle
@@ -405,6 +412,34 @@ async fn drive(mut handle: engine::EngineHandle, json: bool) -> Result<JobSummar
         .await
         .context("the job engine crashed")?
         .map_err(anyhow::Error::from)
+}
+
+/// Shows the job's snapshot if it changed: on the bar, or as `node` and
+/// `progress` events with `--json`.
+fn show_progress(
+    bar: &ProgressBar,
+    progress: &mut tokio::sync::watch::Receiver<JobProgress>,
+    shown: &mut Option<JobProgress>,
+    json: bool,
+) -> Result<()> {
+    let snapshot = progress.borrow_and_update().clone();
+    if shown.as_ref() == Some(&snapshot) {
+        return Ok(());
+    }
+    if json {
+        for event in snapshot.events(shown.as_ref()) {
+            println!("{}", serde_json::to_string(&event)?);
+        }
+    } else {
+        bar.set_position(snapshot.progress.done as u64);
+        let eta = snapshot
+            .progress
+            .eta_secs
+            .map_or_else(String::new, |secs| format!("ETA {} ", clock(secs)));
+        bar.set_message(format!("{eta}{}", activity(&snapshot.nodes)));
+    }
+    *shown = Some(snapshot);
+    Ok(())
 }
 
 /// Prints above the bar, or plainly when there is no terminal for it.
@@ -416,9 +451,9 @@ fn say(bar: &ProgressBar, message: String) {
     }
 }
 
-fn activity(nodes: &std::collections::BTreeMap<u32, NodeView>) -> String {
+fn activity(nodes: &[NodeView]) -> String {
     nodes
-        .values()
+        .iter()
         .filter_map(|node| match (node.status, node.current) {
             (NodeStatus::Rendering, Some((frame, progress))) => {
                 Some(format!("{}: {frame} {:.0}%", node.name, progress * 100.0))

@@ -2,6 +2,13 @@
 //! library for the command line and the window alike: commands in
 //! ([`EngineCommand`]), events out ([`EngineEvent`]), nothing printed.
 //!
+//! What happens (a frame changes state, a log line, the start and the end)
+//! goes out as [`EngineEvent`]s on a bounded channel; what only needs its
+//! latest value (overall progress, the nodes, the progress of the frames
+//! being rendered) is a [`JobProgress`] snapshot on a `watch` channel, so
+//! the engine never waits for a reader that looks at it only now and then
+//! (a minimised window).
+//!
 //! Around the pure [`Scheduler`] it does the I/O: discovery (beacons and a
 //! probe), confirming nodes over their API, one task per node
 //! ([`super::remote`]) for uploads, renders and downloads, the in-process
@@ -16,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::deps;
 use super::discovery;
 use super::frames::format_frames;
-use super::journal::{JobRecord, Journal};
+use super::journal::{FrameRecord, JobRecord, Journal, JournalWriter};
 use super::output::OutputPlan;
 use super::remote::{self, Blob, BlobSource, FromNode, JobContext, Report, ToNode};
 use super::scheduler::{
@@ -218,7 +225,7 @@ pub struct FrameView {
 }
 
 /// Overall progress.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProgressView {
     /// Frames done (skipped ones included).
     pub done: usize,
@@ -234,6 +241,37 @@ pub struct ProgressView {
     pub frames_per_minute: f64,
     /// Paused by the user.
     pub paused: bool,
+}
+
+/// The latest picture of a running job: overall progress, every node, and
+/// how far the frames being rendered are. Each one replaces the last.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct JobProgress {
+    /// Overall progress.
+    pub progress: ProgressView,
+    /// Every node of the job, by id.
+    pub nodes: Vec<NodeView>,
+    /// Frames being rendered and their progress, 0 to 1.
+    pub rendering: Vec<(FrameIndex, f32)>,
+}
+
+impl JobProgress {
+    /// The snapshot as events: a [`EngineEvent::Node`] for each node whose
+    /// view differs from `before` (all of them without it), then
+    /// [`EngineEvent::Progress`].
+    pub fn events(&self, before: Option<&JobProgress>) -> Vec<EngineEvent> {
+        let mut events: Vec<EngineEvent> = self
+            .nodes
+            .iter()
+            .filter(|node| {
+                before.is_none_or(|before| !before.nodes.iter().any(|seen| seen == *node))
+            })
+            .cloned()
+            .map(EngineEvent::Node)
+            .collect();
+        events.push(EngineEvent::Progress(self.progress.clone()));
+        events
+    }
 }
 
 /// How a job ended.
@@ -292,7 +330,10 @@ pub struct JobSummary {
     pub output_dir: PathBuf,
 }
 
-/// What the engine tells its user.
+/// What the engine tells its user. `Node` and `Progress` are snapshots: the
+/// engine publishes them in [`JobProgress`] on [`EngineHandle::progress`],
+/// never on [`EngineHandle::events`]; [`JobProgress::events`] turns a
+/// snapshot into them for a reader that wants one stream (`--json`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EngineEvent {
@@ -307,7 +348,8 @@ pub enum EngineEvent {
     },
     /// A node changed.
     Node(NodeView),
-    /// A frame changed.
+    /// A frame changed state, attempts or node (its progress while it
+    /// renders is in [`JobProgress::rendering`]).
     Frame(FrameView),
     /// Overall progress.
     Progress(ProgressView),
@@ -361,12 +403,14 @@ pub struct EngineHandle {
     pub commands: mpsc::Sender<EngineCommand>,
     /// Events arrive here.
     pub events: mpsc::Receiver<EngineEvent>,
+    /// The latest snapshot of the job, replaced about every 100 ms.
+    pub progress: watch::Receiver<JobProgress>,
     /// The job itself; its result is the summary.
     pub task: tokio::task::JoinHandle<Result<JobSummary, EngineError>>,
 }
 
 /// Starts a job on the current tokio runtime. `notify` is called after every
-/// event sent (a window's `request_repaint`).
+/// event sent and every new snapshot (a window's `request_repaint`).
 pub fn start(
     spec: JobSpec,
     config: EngineConfig,
@@ -374,11 +418,13 @@ pub fn start(
 ) -> EngineHandle {
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let (events_tx, events_rx) = mpsc::channel(4096);
+    let (progress_tx, progress_rx) = watch::channel(JobProgress::default());
     let task = tokio::spawn(run(
         spec,
         config,
         Emitter {
             events: events_tx,
+            progress: progress_tx,
             notify,
         },
         commands_rx,
@@ -386,18 +432,39 @@ pub fn start(
     EngineHandle {
         commands: commands_tx,
         events: events_rx,
+        progress: progress_rx,
         task,
     }
 }
 
 struct Emitter {
     events: mpsc::Sender<EngineEvent>,
+    progress: watch::Sender<JobProgress>,
     notify: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Emitter {
     async fn send(&self, event: EngineEvent) {
         let _ = self.events.send(event).await;
+        self.wake();
+    }
+
+    /// Replaces the snapshot when it changed; never waits.
+    fn snapshot(&self, progress: JobProgress) {
+        let changed = self.progress.send_if_modified(|current| {
+            if *current == progress {
+                false
+            } else {
+                *current = progress;
+                true
+            }
+        });
+        if changed {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
         if let Some(notify) = &self.notify {
             notify();
         }
@@ -476,7 +543,7 @@ struct Job {
     ctx: Arc<JobContext>,
     emit: Emitter,
     scheduler: Scheduler,
-    journal: Journal,
+    journal: JournalWriter,
     started: Instant,
     nodes: BTreeMap<NodeId, NodeEntry>,
     by_uuid: HashMap<String, NodeId>,
@@ -484,7 +551,8 @@ struct Job {
     refused_at: HashMap<String, Instant>,
     reports_tx: mpsc::Sender<FromNode>,
     confirm_tx: mpsc::Sender<Confirmed>,
-    published: Vec<(FrameState, u32, u32, Option<NodeId>)>,
+    /// What the events last said of each frame: state, attempts, node.
+    published: Vec<(FrameState, u32, Option<NodeId>)>,
     skipped: usize,
     rendered_now: usize,
     end: Option<Outcome>,
@@ -523,7 +591,11 @@ async fn run(
         frames: format_frames(&spec.frames),
         overrides: spec.overrides.clone(),
     };
-    let (journal, previous) = Journal::open(&output.dir, &record).map_err(output_error)?;
+    let dir = output.dir.clone();
+    let (journal, previous) = tokio::task::spawn_blocking(move || Journal::open(&dir, &record))
+        .await
+        .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())))
+        .map_err(output_error)?;
     if let Some(other) = &previous.other_job
         && !spec.overwrite
     {
@@ -570,12 +642,13 @@ async fn run(
         watch_wait: config.watch_wait,
         loss_timeout: config.loss_timeout,
     });
+    let (journal, mut journal_errors) = journal.spawn_writer();
     let (reports_tx, mut reports_rx) = mpsc::channel(1024);
     let (confirm_tx, mut confirm_rx) = mpsc::channel(64);
     let mut job = Job {
         // As if every frame were queued: the first publish then reports the
         // frames found done in the output folder.
-        published: vec![(FrameState::Queued, 0, 0, None); scheduler.frames().len()],
+        published: vec![(FrameState::Queued, 0, None); scheduler.frames().len()],
         spec,
         config,
         ctx,
@@ -599,7 +672,7 @@ async fn run(
     };
     if job.scheduler.is_finished() {
         job.end = Some(Outcome::Complete);
-        return Ok(job.finish().await);
+        return Ok(job.finish(journal_errors).await);
     }
 
     if let Some(local) = job.config.local.clone() {
@@ -632,6 +705,7 @@ async fn run(
         tokio::select! {
             Some(report) = reports_rx.recv() => job.report(report).await,
             Some(confirmed) = confirm_rx.recv() => job.confirmed(confirmed).await,
+            Some(error) = journal_errors.recv() => job.emit.log(error).await,
             Some((length, from)) = datagram => job.datagram(&buffer[..length], from),
             command = commands.recv() => match command {
                 Some(command) => job.command(command).await,
@@ -644,7 +718,7 @@ async fn run(
             }
         }
     }
-    Ok(job.finish().await)
+    Ok(job.finish(journal_errors).await)
 }
 
 /// Everything a node needs besides the .blend: the files the scene reads
@@ -849,7 +923,7 @@ impl Job {
             },
         );
         let enabled = view.enabled;
-        self.emit.send(EngineEvent::Node(view)).await;
+        self.publish_progress();
         match refusal {
             Some(reason) => {
                 self.emit
@@ -1037,12 +1111,13 @@ impl Job {
         }
         let (number, secs) = (entry.number, entry.render_secs);
         let name = self.node_name(node);
-        if let Err(err) = self.journal.frame_done(number, &name, secs) {
-            let path = self.journal.path().display().to_string();
-            self.emit
-                .log(format!("cannot write the journal {path}: {err}; a resumed job may render frame {number} again"))
-                .await;
-        }
+        self.journal
+            .frame_done(FrameRecord {
+                frame: number,
+                node: name,
+                secs,
+            })
+            .await;
     }
 
     fn activity(
@@ -1164,16 +1239,11 @@ impl Job {
         false
     }
 
-    /// Sends the frames and nodes that changed, and the overall progress.
+    /// Sends the frames that changed and replaces the snapshot.
     async fn publish(&mut self) {
         let mut changed = Vec::new();
         for (index, frame) in self.scheduler.frames().iter().enumerate() {
-            let signature = (
-                frame.state,
-                (frame.progress * 100.0) as u32,
-                frame.attempts,
-                frame.node,
-            );
+            let signature = (frame.state, frame.attempts, frame.node);
             if self.published[index] != signature {
                 self.published[index] = signature;
                 changed.push(index);
@@ -1183,27 +1253,39 @@ impl Job {
             let view = self.frame_view(index);
             self.emit.send(EngineEvent::Frame(view)).await;
         }
-        let slots = self.scheduler.nodes().clone();
-        let mut changed_nodes = Vec::new();
+        self.publish_progress();
+    }
+
+    /// Replaces the snapshot: nodes, overall progress, frames rendering.
+    fn publish_progress(&mut self) {
+        let slots = self.scheduler.nodes();
         for (id, entry) in &mut self.nodes {
-            let mut view = entry.view.clone();
             if let Some(slot) = slots.get(id) {
-                view.frames_done = slot.done;
-                view.secs_per_frame = slot.secs_per_frame();
+                entry.view.frames_done = slot.done;
+                entry.view.secs_per_frame = slot.secs_per_frame();
                 if slot.blocklisted {
-                    view.status = NodeStatus::Blocklisted;
+                    entry.view.status = NodeStatus::Blocklisted;
                 }
             }
-            if view != entry.view {
-                entry.view = view.clone();
-                changed_nodes.push(view);
-            }
         }
-        for view in changed_nodes {
-            self.emit.send(EngineEvent::Node(view)).await;
-        }
-        let progress = self.progress();
-        self.emit.send(EngineEvent::Progress(progress)).await;
+        let rendering = self
+            .scheduler
+            .frames()
+            .iter()
+            .enumerate()
+            .filter(|(_, frame)| frame.state == FrameState::Rendering)
+            .map(|(index, frame)| (index, frame.progress))
+            .collect();
+        let snapshot = JobProgress {
+            progress: self.progress(),
+            nodes: self
+                .nodes
+                .values()
+                .map(|entry| entry.view.clone())
+                .collect(),
+            rendering,
+        };
+        self.emit.snapshot(snapshot);
     }
 
     fn frame_view(&self, index: FrameIndex) -> FrameView {
@@ -1233,9 +1315,14 @@ impl Job {
         }
     }
 
-    /// Ends the job: cancels what nodes still hold and sums up.
-    async fn finish(mut self) -> JobSummary {
+    /// Ends the job: cancels what nodes still hold, waits for the journal
+    /// to be on disk (telling what could not be written) and sums up.
+    async fn finish(mut self, mut journal_errors: mpsc::Receiver<String>) -> JobSummary {
         self.publish().await;
+        self.journal.close().await;
+        while let Ok(error) = journal_errors.try_recv() {
+            self.emit.log(error).await;
+        }
         let mut tasks = Vec::new();
         for entry in self.nodes.values_mut() {
             // Dropping the sender makes the task cancel its renders and end.

@@ -3,12 +3,17 @@
 //! killed at any moment and started again with the same arguments reads it
 //! back and does not render those frames again. A line torn by a crash is
 //! ignored.
+//!
+//! A running job writes through a [`JournalWriter`]: a task that takes the
+//! frames as they finish and writes whatever has gathered with one `fsync`,
+//! off the async threads, so the engine never waits on the disk.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use crate::wire::Overrides;
 
@@ -106,6 +111,35 @@ impl Journal {
         })
     }
 
+    /// Records that `frames` are in the output folder: one write, one
+    /// `fsync`.
+    pub fn frames_done(&mut self, frames: &[FrameRecord]) -> std::io::Result<()> {
+        let mut text = String::new();
+        for record in frames {
+            let line = Line::Frame {
+                frame: record.frame,
+                node: record.node.clone(),
+                secs: record.secs,
+            };
+            text.push_str(&serde_json::to_string(&line).map_err(std::io::Error::other)?);
+            text.push('\n');
+        }
+        self.file.write_all(text.as_bytes())?;
+        self.file.sync_data()
+    }
+
+    /// Hands the journal to a writer task on the current tokio runtime.
+    pub fn spawn_writer(self) -> (JournalWriter, mpsc::Receiver<String>) {
+        let (frames_tx, frames_rx) = mpsc::channel(WRITER_QUEUE);
+        let (errors_tx, errors_rx) = mpsc::channel(16);
+        let task = tokio::spawn(write_batches(self, frames_rx, errors_tx));
+        let writer = JournalWriter {
+            frames: Some(frames_tx),
+            task: Some(task),
+        };
+        (writer, errors_rx)
+    }
+
     /// Where the journal is.
     pub fn path(&self) -> &Path {
         &self.path
@@ -116,6 +150,98 @@ impl Journal {
         text.push('\n');
         self.file.write_all(text.as_bytes())?;
         self.file.sync_data()
+    }
+}
+
+/// Frames that can wait for the writer before the engine waits for it.
+const WRITER_QUEUE: usize = 1024;
+
+/// A frame in the output folder, for the journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameRecord {
+    /// Frame number.
+    pub frame: i32,
+    /// The node that rendered it.
+    pub node: String,
+    /// Seconds its render took.
+    pub secs: Option<f64>,
+}
+
+/// A journal being written by its own task ([`Journal::spawn_writer`]).
+/// What cannot be written is told on the error channel returned with it,
+/// said for the user.
+#[derive(Debug)]
+pub struct JournalWriter {
+    frames: Option<mpsc::Sender<FrameRecord>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl JournalWriter {
+    /// Queues a frame for the journal; waits only while the writer is
+    /// [`WRITER_QUEUE`] frames behind.
+    pub async fn frame_done(&self, record: FrameRecord) {
+        if let Some(frames) = &self.frames {
+            let _ = frames.send(record).await;
+        }
+    }
+
+    /// Writes what is queued and stops the writer; returns once it is on
+    /// disk.
+    pub async fn close(&mut self) {
+        self.frames = None;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The writer task: takes what gathered, writes it with one `fsync` off the
+/// async threads, again until the queue closes.
+async fn write_batches(
+    journal: Journal,
+    mut frames: mpsc::Receiver<FrameRecord>,
+    errors: mpsc::Sender<String>,
+) {
+    let mut journal = Some(journal);
+    while let Some(first) = frames.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = frames.try_recv() {
+            batch.push(more);
+        }
+        let Some(mut open) = journal.take() else {
+            return;
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            let result = open.frames_done(&batch);
+            (open, batch, result)
+        })
+        .await;
+        match written {
+            Ok((open, batch, result)) => {
+                if let Err(err) = result {
+                    let numbers: Vec<String> = batch
+                        .iter()
+                        .map(|record| record.frame.to_string())
+                        .collect();
+                    let _ = errors
+                        .send(format!(
+                            "cannot write the journal {}: {err}; a resumed job may render frame(s) {} again",
+                            open.path().display(),
+                            numbers.join(", ")
+                        ))
+                        .await;
+                }
+                journal = Some(open);
+            }
+            Err(err) => {
+                let _ = errors
+                    .send(format!(
+                        "the journal's writer crashed: {err}; a resumed job may render frames again"
+                    ))
+                    .await;
+                return;
+            }
+        }
     }
 }
 
@@ -154,5 +280,26 @@ mod tests {
         let (_, previous) = Journal::open(dir.path(), &job("1-5")).unwrap();
         assert!(previous.done.is_empty());
         assert_eq!(previous.other_job, Some(job("1-3")));
+    }
+
+    #[tokio::test]
+    async fn the_writer_task_writes_every_frame_before_close_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path(), &job("1-500")).unwrap();
+        let (mut writer, mut errors) = journal.spawn_writer();
+        for frame in 1..=500 {
+            writer
+                .frame_done(FrameRecord {
+                    frame,
+                    node: "n1".into(),
+                    secs: Some(0.5),
+                })
+                .await;
+        }
+        writer.close().await;
+        assert!(errors.try_recv().is_err(), "no error");
+        let (_, previous) = Journal::open(dir.path(), &job("1-500")).unwrap();
+        assert_eq!(previous.done.len(), 500);
+        assert_eq!(previous.done.last(), Some(&500));
     }
 }

@@ -374,6 +374,15 @@ impl Task {
             .await
     }
 
+    /// Whether the node says it has the blob at `path` (`blobs/HASH`).
+    async fn has_blob(&self, path: &str) -> bool {
+        self.request(reqwest::Method::HEAD, path)
+            .timeout(self.ctx.loss_timeout)
+            .send()
+            .await
+            .is_ok_and(|head| head.status() == reqwest::StatusCode::OK)
+    }
+
     async fn upload_blob(&self, blob: &Blob) -> Result<(), Upload> {
         let path = format!("blobs/{}", blob.hash);
         let head = self
@@ -409,20 +418,26 @@ impl Task {
         };
         // Generous: a slow link still gets 1 MB/s, and never less than a minute.
         let limit = Duration::from_secs(60 + blob.bytes / 1_000_000);
-        let response = self
+        let response = match self
             .request(reqwest::Method::PUT, &path)
             .header(reqwest::header::CONTENT_LENGTH, blob.bytes)
             .body(body)
             .timeout(limit)
             .send()
             .await
-            .map_err(|err| {
-                Upload::Unreachable(format!(
+        {
+            Ok(response) => response,
+            // Another controller may have sent the same blob meanwhile (an
+            // older node then cuts this upload off): there is success.
+            Err(_) if self.has_blob(&path).await => return Ok(()),
+            Err(err) => {
+                return Err(Upload::Unreachable(format!(
                     "upload to {} failed: {}",
                     self.uri,
                     transport_text(&err)
-                ))
-            })?;
+                )));
+            }
+        };
         if response.status().is_success() {
             Ok(())
         } else {

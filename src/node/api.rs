@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
 use super::Node;
-use super::blobs::{BlobError, PutOutcome, is_valid_hash};
+use super::blobs::{self, BlobError, PutOutcome, is_valid_hash};
 use super::renders::JobInput;
 use crate::wire::{
     ErrorBody, Manifest, NodeInfo, RenderChanges, RenderCreated, RenderRequest, RenderStatus,
@@ -205,6 +205,23 @@ async fn put_blob(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
+    if node.blobs.contains(&hash) {
+        // A client that sent `Expect: 100-continue` waits for a go-ahead
+        // that does not come: it reads this answer and sends nothing. Any
+        // other is sending the body now: read it to the end (no further
+        // than the cache could hold), so it reads the answer instead of a
+        // broken pipe and keeps its connection.
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue {
+            let limit = declared.map_or(node.blobs.capacity_bytes(), |declared| {
+                declared.min(node.blobs.capacity_bytes())
+            });
+            blobs::discard(body.into_data_stream(), limit).await;
+        }
+        return Ok(StatusCode::OK);
+    }
     match node
         .blobs
         .put(&hash, declared, body.into_data_stream())

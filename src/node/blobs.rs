@@ -85,8 +85,27 @@ pub const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 pub enum PutOutcome {
     /// The blob was stored.
     Stored,
-    /// The node already had it; the body was not read.
+    /// The node already had it; the body was not read (see [`discard`]).
     AlreadyPresent,
+}
+
+/// Reads and drops an upload's body, at most `limit_bytes` of it and giving
+/// up after [`UPLOAD_IDLE`] without data; returns the bytes read. A client
+/// still sending a blob the node has must be read to the end, or closing
+/// the connection under it breaks its pipe before it reads the answer.
+pub async fn discard<S, E>(body: S, limit_bytes: u64) -> u64
+where
+    S: Stream<Item = Result<Bytes, E>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut read_bytes = 0u64;
+    while read_bytes <= limit_bytes {
+        match tokio::time::timeout(UPLOAD_IDLE, body.next()).await {
+            Ok(Some(Ok(chunk))) => read_bytes += chunk.len() as u64,
+            Ok(Some(Err(_)) | None) | Err(_) => break,
+        }
+    }
+    read_bytes
 }
 
 /// Whether `hash` is a SHA-256 in lowercase hex: the only names the store
@@ -222,6 +241,11 @@ impl BlobStore {
     /// Where blob `hash` lives (whether or not it is there).
     pub fn path(&self, hash: &str) -> PathBuf {
         self.dir.join(hash)
+    }
+
+    /// The most the store holds, in bytes (`--cache-size`).
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
     }
 
     /// Whether the store has `hash`; counts as a use for eviction.

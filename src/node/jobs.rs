@@ -9,6 +9,10 @@
 //! temporary name and renamed into place, and shared by every render of that
 //! job. The most recently used folders are kept; older ones are removed once
 //! no render holds them.
+//!
+//! The list of folders is behind a std `Mutex` that API handlers take on
+//! async threads, so it is held only to look up or record a folder: the
+//! files are linked, and old folders removed, outside it.
 
 use std::collections::VecDeque;
 use std::io;
@@ -41,6 +45,8 @@ pub struct JobFolders {
     dir: PathBuf,
     /// Folders in use or kept, the most recently used last.
     recent: Mutex<VecDeque<Arc<JobFolder>>>,
+    /// Held while a folder is built (blocking threads only).
+    building: Mutex<()>,
 }
 
 impl JobFolders {
@@ -53,6 +59,7 @@ impl JobFolders {
         Ok(Self {
             dir,
             recent: Mutex::new(VecDeque::new()),
+            building: Mutex::new(()),
         })
     }
 
@@ -73,13 +80,15 @@ impl JobFolders {
             blend: dir.join(blend_path),
             dir: dir.clone(),
         });
-        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(position) = recent.iter().position(|kept| kept.dir == dir) {
-            let kept = recent.remove(position).unwrap_or(folder);
-            recent.push_back(Arc::clone(&kept));
+        if let Some(kept) = self.take_recent(&dir) {
             return Ok(kept);
         }
-        // Built under the lock: two renders of a new job build it once.
+        // One build at a time, so two renders of a new job build it once;
+        // a render of a job laid out already does not wait for it.
+        let _building = self.building.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(kept) = self.take_recent(&dir) {
+            return Ok(kept);
+        }
         let building = self
             .dir
             .join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
@@ -95,19 +104,21 @@ impl JobFolders {
             let _ = std::fs::remove_dir_all(&building);
             return Err(err);
         }
-        recent.push_back(Arc::clone(&folder));
-        self.evict(&mut recent);
+        let evicted = {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            recent.push_back(Arc::clone(&folder));
+            evict(&mut recent)
+        };
+        for old in evicted {
+            if let Err(err) = std::fs::remove_dir_all(&old.dir) {
+                tracing::warn!("cannot remove job folder {}: {err}", old.dir.display());
+            }
+        }
         Ok(folder)
     }
 
-    /// The folder of this job if it is laid out already (a job's later
-    /// frames: its manifest need not be read again).
-    pub fn existing(
-        &self,
-        blend_hash: &str,
-        manifest_hash: Option<&str>,
-    ) -> Option<Arc<JobFolder>> {
-        let dir = self.dir.join(folder_name(blend_hash, manifest_hash));
+    /// The kept folder `dir`, marked as the most recently used.
+    fn take_recent(&self, dir: &Path) -> Option<Arc<JobFolder>> {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         let position = recent.iter().position(|kept| kept.dir == dir)?;
         let kept = recent.remove(position)?;
@@ -115,26 +126,36 @@ impl JobFolders {
         Some(kept)
     }
 
-    /// Removes the oldest folders past [`KEPT_FOLDERS`] that no render holds.
-    fn evict(&self, recent: &mut VecDeque<Arc<JobFolder>>) {
-        let mut index = 0;
-        while recent.len() > KEPT_FOLDERS && index < recent.len() {
-            if Arc::strong_count(&recent[index]) == 1 {
-                if let Some(folder) = recent.remove(index)
-                    && let Err(err) = std::fs::remove_dir_all(&folder.dir)
-                {
-                    tracing::warn!("cannot remove job folder {}: {err}", folder.dir.display());
-                }
-            } else {
-                index += 1;
-            }
-        }
+    /// The folder of this job if it is laid out already (a job's later
+    /// frames: its manifest need not be read again). It never waits for a
+    /// folder being built.
+    pub fn existing(
+        &self,
+        blend_hash: &str,
+        manifest_hash: Option<&str>,
+    ) -> Option<Arc<JobFolder>> {
+        self.take_recent(&self.dir.join(folder_name(blend_hash, manifest_hash)))
     }
 
     /// Where the folders are.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Takes out of `recent` the oldest folders past [`KEPT_FOLDERS`] that no
+/// render holds, for the caller to remove outside the lock.
+fn evict(recent: &mut VecDeque<Arc<JobFolder>>) -> Vec<Arc<JobFolder>> {
+    let mut evicted = Vec::new();
+    let mut index = 0;
+    while recent.len() > KEPT_FOLDERS && index < recent.len() {
+        if Arc::strong_count(&recent[index]) == 1 {
+            evicted.extend(recent.remove(index));
+        } else {
+            index += 1;
+        }
+    }
+    evicted
 }
 
 /// A job folder's name: from the .blend's and the manifest's hashes.
@@ -261,6 +282,56 @@ mod tests {
         assert!(held.blend.is_file(), "a held folder stays");
         let left = std::fs::read_dir(folders.dir()).unwrap().count();
         assert_eq!(left, KEPT_FOLDERS);
+    }
+
+    #[test]
+    fn a_folder_being_built_does_not_hold_up_the_others() {
+        let work = tempfile::tempdir().unwrap();
+        let (blobs, hashes) = store_with(work.path(), &[b"blend", b"texture"]);
+        let folders = Arc::new(JobFolders::open(work.path().join("jobs")).unwrap());
+        let small = Manifest {
+            blend_path: "small.blend".into(),
+            files: Vec::new(),
+        };
+        folders
+            .lay_out(&blobs, &hashes[0], Some(("small", &small)))
+            .unwrap();
+        // A job of 20,000 files takes a while to link.
+        let large = Manifest {
+            blend_path: "large.blend".into(),
+            files: (0..20_000)
+                .map(|n| ManifestFile {
+                    path: format!("tex/{n}.png"),
+                    blob: hashes[1].clone(),
+                })
+                .collect(),
+        };
+        let builder = {
+            let (folders, blobs, hash) =
+                (Arc::clone(&folders), Arc::clone(&blobs), hashes[0].clone());
+            std::thread::spawn(move || {
+                folders
+                    .lay_out(&blobs, &hash, Some(("large", &large)))
+                    .unwrap();
+            })
+        };
+        let in_progress = || {
+            std::fs::read_dir(folders.dir())
+                .unwrap()
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().starts_with('.'))
+        };
+        while !in_progress() {
+            assert!(!builder.is_finished(), "the build was seen");
+            std::thread::yield_now();
+        }
+        assert!(folders.existing(&hashes[0], Some("small")).is_some());
+        assert!(
+            in_progress(),
+            "the other job's folder was found while the large one was still being built"
+        );
+        builder.join().unwrap();
+        assert!(folders.existing(&hashes[0], Some("large")).is_some());
     }
 
     #[test]

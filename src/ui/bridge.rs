@@ -1,6 +1,9 @@
 //! The controller window's background side. The window never awaits: it
 //! sends a [`BridgeCommand`] over a bounded channel and gets
-//! [`BridgeEvent`]s back, each followed by a repaint request. The bridge runs
+//! [`BridgeEvent`]s back, each followed by a repaint request. A job's
+//! snapshot (progress, nodes) is not queued: the window is handed the
+//! engine's `watch` receiver ([`BridgeEvent::JobProgress`]) and reads the
+//! latest value when it looks. The bridge runs
 //! on the tokio runtime: it reads dropped files with Blender, opens file
 //! dialogs, starts the engine and forwards its events, decodes previews of
 //! finished frames, and keeps the controller's own node warm between jobs.
@@ -16,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blender::{self, BlenderConfig};
 use crate::controller::engine::{
-    self, EngineCommand, EngineConfig, EngineEvent, JobSpec, LocalNode, NodeCheck, NodeView,
+    self, EngineCommand, EngineConfig, EngineEvent, JobProgress, JobSpec, LocalNode, NodeCheck,
+    NodeView,
 };
 use crate::controller::inspect::{self, SceneInfo};
 use crate::controller::scheduler::SchedulerConfig;
@@ -95,8 +99,10 @@ pub enum BridgeEvent {
     PickedOutputDir(PathBuf),
     /// The running job reported.
     Engine(EngineEvent),
+    /// A job started: its snapshots (progress, nodes) are read from here.
+    JobProgress(tokio::sync::watch::Receiver<JobProgress>),
     /// The servers on the LAN, between jobs (during a job the engine's
-    /// [`EngineEvent::Node`] tell).
+    /// [`JobProgress`] tells).
     Servers(Vec<NodeView>),
     /// The running job ended; an error says why it could not run.
     JobEnded(Result<(), String>),
@@ -562,8 +568,9 @@ fn start_job(
         let engine::EngineHandle {
             commands: engine_commands,
             mut events,
+            progress,
             task,
-        } = engine::start(spec, engine_config, None);
+        } = engine::start(spec, engine_config, Some(Arc::clone(&out.notify)));
         // Ends with the engine, so the job's commands close with it.
         tokio::spawn(async move {
             loop {
@@ -577,6 +584,7 @@ fn start_job(
                 }
             }
         });
+        out.send(BridgeEvent::JobProgress(progress)).await;
         while let Some(event) = events.recv().await {
             out.send(BridgeEvent::Engine(event)).await;
         }

@@ -1,7 +1,9 @@
 //! The controller window: drop a .blend, set up the job, watch the servers
-//! and every frame. It reacts to [`BridgeEvent`]s (drained once per frame,
-//! never awaited) and sends [`BridgeCommand`]s; what a job looks like lives
-//! in [`ControllerState`].
+//! and every frame. It reacts to [`BridgeEvent`]s and reads the job's
+//! latest snapshot (both in [`ControllerApp::logic`], which eframe calls
+//! even while the window is minimised, so a job never waits for the
+//! window) and sends [`BridgeCommand`]s; what a job looks like lives in
+//! [`ControllerState`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,9 @@ use super::job_form::{FORMATS, JobForm, is_blend, scene_frames};
 use super::palette;
 use super::state::ControllerState;
 use super::thumbnails::Thumbnails;
-use crate::controller::engine::{EngineCommand, EngineEvent, NodeStatus, NodeView, Outcome};
+use crate::controller::engine::{
+    EngineCommand, EngineEvent, JobProgress, NodeStatus, NodeView, Outcome,
+};
 use crate::controller::inspect::SceneInfo;
 use crate::controller::output::OutputPlan;
 use crate::controller::scheduler::{FrameIndex, FrameState};
@@ -175,6 +179,10 @@ pub struct ControllerApp {
     pub remembered: Remembered,
     /// The user chose to render although files the scene reads are missing.
     pub allow_missing: bool,
+    /// The running (or last) job's snapshots.
+    job_progress: Option<tokio::sync::watch::Receiver<JobProgress>>,
+    /// Events taken from the background so far.
+    pub events_taken: u64,
 }
 
 impl ControllerApp {
@@ -197,6 +205,8 @@ impl ControllerApp {
             new_node: String::new(),
             remembered: Remembered::default(),
             allow_missing: false,
+            job_progress: None,
+            events_taken: 0,
         }
     }
 
@@ -273,6 +283,14 @@ impl ControllerApp {
         }
     }
 
+    /// Takes in what the background sent since the last frame, and the
+    /// job's latest snapshot. eframe calls this (through `App::logic`)
+    /// whenever the background asks for a repaint, even while the window
+    /// is minimised, so the background never waits on the window.
+    pub fn logic(&mut self, ctx: &egui::Context) {
+        self.drain_events(ctx);
+    }
+
     /// Takes in what the background sent since the last frame.
     pub fn drain_events(&mut self, ctx: &egui::Context) {
         for taken in 0..=EVENTS_PER_FRAME {
@@ -283,11 +301,35 @@ impl ControllerApp {
                 break;
             }
             match self.link.events.try_recv() {
-                Ok(event) => self.handle(ctx, event),
+                Ok(event) => {
+                    self.events_taken += 1;
+                    self.handle(ctx, event);
+                }
                 Err(_) => break,
             }
         }
+        self.take_progress();
         self.request_thumbnails();
+    }
+
+    /// Reads the job's snapshot if it changed since the last look.
+    fn take_progress(&mut self) {
+        let Some(receiver) = &mut self.job_progress else {
+            return;
+        };
+        match receiver.has_changed() {
+            Ok(true) => {
+                let snapshot = receiver.borrow_and_update().clone();
+                self.state.apply_progress(&snapshot);
+            }
+            Ok(false) => {}
+            // The job ended; its channel still holds its last snapshot.
+            Err(_) => {
+                let snapshot = receiver.borrow().clone();
+                self.state.apply_progress(&snapshot);
+                self.job_progress = None;
+            }
+        }
     }
 
     /// The file of `frame` in the job's output folder.
@@ -381,6 +423,10 @@ impl ControllerApp {
                 }
                 self.state.apply(event);
             }
+            BridgeEvent::JobProgress(receiver) => {
+                self.job_progress = Some(receiver);
+                self.take_progress();
+            }
             BridgeEvent::Servers(rows) => {
                 if !self.job_running() {
                     self.state.servers = rows;
@@ -470,10 +516,12 @@ impl ControllerApp {
         }
     }
 
-    /// Draws the whole window.
+    /// Draws the whole window. It takes in the background's news first
+    /// too: eframe calls [`Self::logic`] before, but a harness that only
+    /// draws does not.
     pub fn window_ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
-        self.drain_events(&ctx);
+        self.logic(&ctx);
         self.take_dropped_files(&ctx);
         egui::Panel::top("herd_toolbar").show(ui, |ui| self.toolbar_ui(ui));
         egui::Panel::bottom("herd_log").show(ui, |ui| self.log_ui(ui));
@@ -1103,6 +1151,10 @@ impl ControllerApp {
 }
 
 impl eframe::App for ControllerApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        ControllerApp::logic(self, ctx);
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.window_ui(ui);
     }

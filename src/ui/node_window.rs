@@ -74,6 +74,8 @@ impl NodeApp {
     }
 
     /// Takes in what the node's background sent since the last frame.
+    /// eframe calls it (through `App::logic`) even while the window is
+    /// minimised, so the background never waits on the window.
     pub fn drain_events(&mut self) {
         while let Ok(event) = self.link.events.try_recv() {
             self.blender_missing = false;
@@ -145,6 +147,10 @@ impl NodeApp {
 }
 
 impl eframe::App for NodeApp {
+    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.drain_events();
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.window_ui(ui);
     }

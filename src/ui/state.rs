@@ -1,12 +1,16 @@
 //! The controller window's picture of a job, built only from
-//! [`EngineEvent`]s: [`ControllerState::apply`] is pure, so what the window
-//! shows can be tested without a network, a Blender or a screen.
+//! [`EngineEvent`]s and [`JobProgress`] snapshots:
+//! [`ControllerState::apply`] and [`ControllerState::apply_progress`] are
+//! pure, so what the window shows can be tested without a network, a
+//! Blender or a screen.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::controller::engine::{EngineEvent, FrameView, JobSummary, NodeView, ProgressView};
+use crate::controller::engine::{
+    EngineEvent, FrameView, JobProgress, JobSummary, NodeView, ProgressView,
+};
 use crate::controller::scheduler::{FrameIndex, FrameState, NodeId};
 
 use super::palette;
@@ -95,6 +99,23 @@ impl ControllerState {
                     summary.frames_done, summary.frames_total
                 ));
                 self.summary = Some(summary);
+            }
+        }
+    }
+
+    /// Takes in the engine's latest snapshot: overall progress, the nodes,
+    /// and how far the frames being rendered are.
+    pub fn apply_progress(&mut self, snapshot: &JobProgress) {
+        for event in snapshot.events(None) {
+            self.apply(event);
+        }
+        for &(index, progress) in &snapshot.rendering {
+            if let Some(frame) = self
+                .frames
+                .get_mut(index)
+                .filter(|frame| frame.state == FrameState::Rendering)
+            {
+                frame.progress = progress;
             }
         }
     }
@@ -268,6 +289,33 @@ mod tests {
         assert_eq!(state.progress.as_ref().map(|p| p.done), Some(1));
         assert_eq!(state.output_dir, Some(PathBuf::from("/tmp/out")));
         assert_eq!(state.log.back().map(String::as_str), Some("hello"));
+    }
+
+    #[test]
+    fn a_snapshot_sets_progress_nodes_and_the_rendering_frames_only() {
+        let mut state = ControllerState::default();
+        state.begin_job(&[1, 2, 3]);
+        state.apply(EngineEvent::Frame(frame(0, 1, FrameState::Rendering)));
+        state.apply(EngineEvent::Frame(frame(1, 2, FrameState::Done)));
+        let mut busy = node(0, "alpha (local)", true);
+        busy.current = Some((1, 0.25));
+        let snapshot = JobProgress {
+            progress: ProgressView {
+                done: 1,
+                total: 3,
+                ..ProgressView::default()
+            },
+            nodes: vec![busy.clone()],
+            // Frame 2 was rendering when the snapshot was taken; its Done
+            // event came first: it stays done.
+            rendering: vec![(0, 0.25), (1, 0.9)],
+        };
+        state.apply_progress(&snapshot);
+        assert_eq!(state.progress.as_ref().map(|p| p.done), Some(1));
+        assert_eq!(state.nodes.get(&0), Some(&busy));
+        assert!((state.frames[0].progress - 0.25).abs() < 1e-6);
+        assert_eq!(state.frames[1].state, FrameState::Done);
+        assert!(state.frames[1].progress.abs() < 1e-6);
     }
 
     #[test]
