@@ -29,7 +29,16 @@ PY
 blender -b --factory-startup --python "$work/heavy.py" -- "$work/heavy.blend" >/dev/null 2>&1
 cp assets/demo/demo.blend "$work/demo.blend"
 
-secs() { local start; start=$(date +%s.%N); "$@" >/dev/null 2>&1; echo "$(date +%s.%N) - $start" | bc; }
+# Seconds a command takes; a failed command stops the benchmark.
+secs() {
+  local start
+  start=$(date +%s.%N)
+  if ! "$@" >/dev/null 2>&1; then
+    echo "failed: $*" >&2
+    kill -TERM $$
+  fi
+  echo "$(date +%s.%N) - $start" | bc
+}
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for scene in heavy demo; do
   blend="$work/$scene.blend"
