@@ -1,0 +1,51 @@
+//! The controller's own node, in this process.
+
+use super::*;
+
+/// The controller's own node: a node in this process on a loopback port,
+/// scheduled like any other. Start it early: its Blender starts at once, so
+/// it is warm by the time the job begins.
+#[derive(Debug)]
+pub struct LocalNode {
+    uri: String,
+    stop: CancellationToken,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
+}
+
+impl LocalNode {
+    /// Starts a node with `config` on 127.0.0.1, port chosen by the system.
+    pub async fn start(config: NodeConfig) -> Result<Arc<Self>, EngineError> {
+        let node = Node::new(config).map_err(|err| EngineError::Local(err.to_string()))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|err| EngineError::Local(err.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|err| EngineError::Local(err.to_string()))?;
+        let stop = node.shutdown.clone();
+        let task = tokio::spawn(node::serve(node, listener, None, std::future::pending()));
+        Ok(Arc::new(Self {
+            uri: format!("http://{addr}"),
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        }))
+    }
+
+    /// Its API address.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Stops it: cancels its frame and ends its Blender.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
