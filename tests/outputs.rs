@@ -434,13 +434,15 @@ fn file_output_nodes_write_every_pass_where_blender_does() {
 }
 
 /// The version matrix's smoke set (HERD_TEST_BLENDERS): a File Output scene
-/// and a multilayer EXR come back as that Blender writes them.
+/// and a multilayer EXR come back as that Blender writes them, and warm
+/// scenes (deformation, geometry nodes) render as that Blender's `-a`.
 #[test]
-fn file_outputs_and_multilayer_exr_on_each_blender() {
-    for blender in common::test_blenders("file_outputs_and_multilayer_exr_on_each_blender") {
+fn outputs_and_warm_scenes_on_each_blender() {
+    for blender in common::test_blenders("outputs_and_warm_scenes_on_each_blender") {
         eprintln!("Blender {}", blender.label);
-        compare_on(&blender.path, "file_output", &[], None);
-        compare_on(&blender.path, "multilayer", &[], None);
+        for kind in ["file_output", "multilayer", "warm_deform", "warm_geonodes"] {
+            compare_on(&blender.path, kind, &[], None);
+        }
     }
 }
 

@@ -3,13 +3,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use herd::blender::{self, BlenderConfig};
+use herd::blender;
 use herd::controller::engine::{
     self, EngineCommand, EngineConfig, EngineEvent, JobProgress, JobSpec, JobSummary, LocalNode,
     NodeCheck, NodeStatus, NodeView, Outcome,
@@ -183,16 +182,7 @@ async fn render(
     if bake::needs_bake(&scene) {
         spec.baked = Some(bake_simulations(args, blender_path, &spec).await?);
     }
-    let movie = spec.output.movie.clone().map(|target| movie::Encode {
-        blend: args.file.clone(),
-        scene: args.scene.clone(),
-        frames: spec
-            .frames
-            .iter()
-            .map(|&frame| (frame, spec.output.frame_path(frame)))
-            .collect(),
-        target,
-    });
+    let movie = movie::Encode::for_job(&spec);
     let summary = drive(engine::start(spec, config, None), args.json).await?;
     if !args.json {
         print_summary(&summary);
@@ -314,31 +304,13 @@ async fn encode_movie(blender: &std::path::Path, job: &movie::Encode, json: bool
 }
 
 async fn local_node(args: &RenderArgs, blender_path: PathBuf) -> Result<NodeConfig> {
-    let blender_version = blender::version(&blender_path).await?;
-    let work_dir = match &args.farm.work_dir {
-        Some(dir) => dir.clone(),
-        None => directories::ProjectDirs::from("", "", "herd")
-            .map(|dirs| dirs.cache_dir().join("local-node"))
-            .context("no cache dir for this user: pass --work-dir")?,
-    };
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    Ok(NodeConfig {
-        name: format!("{host} (local)"),
-        work_dir: work_dir.clone(),
-        cache_size_bytes: 20 << 30,
-        blender: BlenderConfig {
-            path: blender_path,
-            threads: args.farm.local_threads,
-            allow_scripts: false,
-            frame_timeout: Duration::from_secs(600),
-            max_frame_time: None,
-            script_dir: work_dir,
-        },
-        blender_version,
-        allow: Vec::new(),
-        token: None,
-        simulate: None,
-    })
+    LocalNode::config(
+        blender_path,
+        args.farm.local_threads,
+        args.farm.work_dir.clone(),
+    )
+    .await
+    .map_err(anyhow::Error::msg)
 }
 
 /// Shows the job's events and snapshots until it ends; Ctrl-C or SIGTERM

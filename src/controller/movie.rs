@@ -50,6 +50,23 @@ pub struct Encode {
     pub target: PathBuf,
 }
 
+impl Encode {
+    /// The movie step of `spec`, when its scene's output is a movie.
+    pub fn for_job(spec: &super::engine::JobSpec) -> Option<Self> {
+        let target = spec.output.movie.clone()?;
+        Some(Self {
+            blend: spec.blend.clone(),
+            scene: spec.overrides.scene.clone(),
+            frames: spec
+                .frames
+                .iter()
+                .map(|&frame| (frame, spec.output.frame_path(frame)))
+                .collect(),
+            target,
+        })
+    }
+}
+
 /// Encodes the movie, calling `progress(done, total)` as frames go in;
 /// returns the movie's path.
 pub async fn encode(

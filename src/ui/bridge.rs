@@ -11,13 +11,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::blender::{self, BlenderConfig};
+use crate::blender;
 use crate::controller::engine::{
     self, EngineCommand, EngineConfig, EngineEvent, JobProgress, JobSpec, LocalNode, NodeCheck,
     NodeView,
@@ -26,7 +25,6 @@ use crate::controller::inspect::{self, SceneInfo};
 use crate::controller::scheduler::SchedulerConfig;
 use crate::controller::watch::{self, ServerTable, WatchCommand, WatchConfig};
 use crate::controller::{bake, movie};
-use crate::node::NodeConfig;
 
 use super::thumbnails;
 
@@ -542,16 +540,7 @@ fn start_job(
     ended: mpsc::Sender<()>,
 ) -> mpsc::Sender<EngineCommand> {
     spec.node_check = node_check(&spec.blend);
-    let movie = spec.output.movie.clone().map(|target| movie::Encode {
-        blend: spec.blend.clone(),
-        scene: spec.overrides.scene.clone(),
-        frames: spec
-            .frames
-            .iter()
-            .map(|&frame| (frame, spec.output.frame_path(frame)))
-            .collect(),
-        target,
-    });
+    let movie = movie::Encode::for_job(&spec);
     // Commands wait here while the simulations bake, then go to the engine.
     let (commands, mut commands_rx) = mpsc::channel::<EngineCommand>(64);
     tokio::spawn(async move {
@@ -695,33 +684,7 @@ async fn start_local(
     out: Out,
 ) -> Option<Arc<LocalNode>> {
     let result = async {
-        let blender_version = blender::version(&blender_path)
-            .await
-            .map_err(|err| err.to_string())?;
-        let work_dir = match config.work_dir {
-            Some(dir) => dir,
-            None => directories::ProjectDirs::from("", "", "herd")
-                .map(|dirs| dirs.cache_dir().join("local-node"))
-                .ok_or("no cache dir for this user: pass --work-dir")?,
-        };
-        let host = gethostname::gethostname().to_string_lossy().into_owned();
-        let node = NodeConfig {
-            name: format!("{host} (local)"),
-            work_dir: work_dir.clone(),
-            cache_size_bytes: 20 << 30,
-            blender: BlenderConfig {
-                path: blender_path,
-                threads: config.local_threads,
-                allow_scripts: false,
-                frame_timeout: Duration::from_secs(600),
-                max_frame_time: None,
-                script_dir: work_dir,
-            },
-            blender_version,
-            allow: Vec::new(),
-            token: None,
-            simulate: None,
-        };
+        let node = LocalNode::config(blender_path, config.local_threads, config.work_dir).await?;
         LocalNode::start(node).await.map_err(|err| err.to_string())
     }
     .await;

@@ -49,3 +49,41 @@ impl LocalNode {
         }
     }
 }
+
+impl LocalNode {
+    /// The local node's settings: this machine's name, the user's cache
+    /// folder (or `work_dir`), `blender` with `threads` render threads.
+    pub async fn config(
+        blender: std::path::PathBuf,
+        threads: Option<u32>,
+        work_dir: Option<std::path::PathBuf>,
+    ) -> Result<NodeConfig, String> {
+        let blender_version = crate::blender::version(&blender)
+            .await
+            .map_err(|err| err.to_string())?;
+        let work_dir = match work_dir {
+            Some(dir) => dir,
+            None => directories::ProjectDirs::from("", "", "herd")
+                .map(|dirs| dirs.cache_dir().join("local-node"))
+                .ok_or("no cache dir for this user: pass --work-dir")?,
+        };
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        Ok(NodeConfig {
+            name: format!("{host} (local)"),
+            work_dir: work_dir.clone(),
+            cache_size_bytes: 20 << 30,
+            blender: crate::blender::BlenderConfig {
+                path: blender,
+                threads,
+                allow_scripts: false,
+                frame_timeout: Duration::from_secs(600),
+                max_frame_time: None,
+                script_dir: work_dir,
+            },
+            blender_version,
+            allow: Vec::new(),
+            token: None,
+            simulate: None,
+        })
+    }
+}
