@@ -401,6 +401,11 @@ def render(command):
     scene.frame_start, scene.frame_end, scene.frame_step = frame, frame, 1
     try:
         bpy.ops.render.render(animation=True, scene=scene.name)
+    except RuntimeError:
+        # A warm scene that failed would "render" the next frame blank:
+        # the next frame starts cold.
+        render.use_persistent_data = False
+        raise
     finally:
         scene.frame_start, scene.frame_end, scene.frame_step = kept
     render_secs = time.monotonic() - started
