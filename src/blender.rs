@@ -305,6 +305,10 @@ pub struct OutputLog {
     lines: VecDeque<String>,
     last_output: Instant,
     progress: f32,
+    /// When the current command began.
+    started: Instant,
+    /// Seconds from the command's start to its first sample.
+    sampling_after: Option<f64>,
 }
 
 impl Default for OutputLog {
@@ -320,6 +324,8 @@ impl OutputLog {
             lines: VecDeque::with_capacity(LOG_TAIL_LINES),
             last_output: Instant::now(),
             progress: 0.0,
+            started: Instant::now(),
+            sampling_after: None,
         }
     }
 
@@ -337,6 +343,9 @@ impl OutputLog {
     fn stats(&mut self, line: &str) {
         if let Some(progress) = parse_progress(line) {
             self.progress = progress;
+            if self.sampling_after.is_none() {
+                self.sampling_after = Some(self.started.elapsed().as_secs_f64());
+            }
         }
     }
 
@@ -350,11 +359,20 @@ impl OutputLog {
         self.progress
     }
 
+    /// Seconds the current frame spent before its first sample: moving to
+    /// the frame and preparing the scene (sync, BVH, shaders), what a warm
+    /// scene saves. `None` until sampling began.
+    pub fn prep_secs(&self) -> Option<f64> {
+        self.sampling_after
+    }
+
     /// Starts a new command: forget progress and lines, restart the watchdog.
     fn reset(&mut self) {
         self.lines.clear();
         self.progress = 0.0;
         self.last_output = Instant::now();
+        self.started = Instant::now();
+        self.sampling_after = None;
     }
 }
 
@@ -447,6 +465,9 @@ pub struct Rendered {
     /// What the worker changed and the controller should say.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Seconds before the first sample (see [`OutputLog::prep_secs`]).
+    #[serde(default)]
+    pub prep_secs: Option<f64>,
     /// Seconds the render and save took.
     pub render_secs: f64,
     /// Expected image width; unknown when the render is cropped to a border.

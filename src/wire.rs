@@ -468,6 +468,11 @@ pub struct RenderStatus {
     /// scene's frame written as PNG).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Of `render_secs`, the seconds before the first sample: moving to the
+    /// frame and preparing the scene (sync, BVH, shaders). A warm scene
+    /// (Cycles' persistent data) makes it small from the second frame on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prep_secs: Option<f64>,
 }
 
 /// `GET /api/v1/renders?since=SEQ&wait_ms=MS`: what changed on the node.

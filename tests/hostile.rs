@@ -253,6 +253,7 @@ fn fake_status(id: &str, frame: i32) -> RenderStatus {
         missing_files: Vec::new(),
         outputs: Vec::new(),
         notes: Vec::new(),
+        prep_secs: None,
     }
 }
 

@@ -445,16 +445,18 @@ fn clock(secs: f64) -> String {
 fn print_summary(summary: &JobSummary) {
     println!();
     println!(
-        "{:<28} {:>7} {:>12} {:>9}",
-        "NODE", "FRAMES", "S/FRAME", "FAILURES"
+        "{:<28} {:>7} {:>12} {:>12} {:>9}",
+        "NODE", "FRAMES", "S/FRAME", "PREP S", "FAILURES"
     );
+    let secs = |secs: Option<f64>| secs.map_or_else(|| "-".into(), |secs| format!("{secs:.2}"));
     for node in &summary.nodes {
-        let mean = node
-            .mean_secs
-            .map_or_else(|| "-".into(), |secs| format!("{secs:.2}"));
         println!(
-            "{:<28} {:>7} {:>12} {:>9}",
-            node.name, node.frames, mean, node.failures
+            "{:<28} {:>7} {:>12} {:>12} {:>9}",
+            node.name,
+            node.frames,
+            secs(node.mean_secs),
+            secs(node.prep_secs),
+            node.failures
         );
     }
     println!(

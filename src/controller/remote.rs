@@ -147,6 +147,8 @@ pub enum Report {
     /// What the node changed of a frame, to be said (e.g. a movie scene's
     /// frame written as PNG).
     Note(String),
+    /// Seconds a frame spent before its first sample on the node.
+    Prepared(f64),
 }
 
 /// A report from node `node`.
@@ -582,6 +584,9 @@ impl Task {
                     tracked.outputs = status.outputs.clone();
                     for note in &status.notes {
                         self.report(Report::Note(note.clone())).await;
+                    }
+                    if let Some(secs) = status.prep_secs {
+                        self.report(Report::Prepared(secs)).await;
                     }
                     self.report(Report::Rendered(frame)).await;
                 }

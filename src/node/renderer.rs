@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::Node;
 use super::renders::{Finished, Job};
-use crate::blender::{BlenderError, Rendered, Worker};
+use crate::blender::{BlenderError, Rendered, Worker, lock};
 use crate::wire::RenderState;
 
 /// Longest side of a thumbnail, in pixels.
@@ -202,6 +202,11 @@ async fn render(
         return (load_secs, Err(RenderFailure::Node(message)));
     }
     let result = blender.render(job.frame, &dir, &job.overrides).await;
+    let prep_secs = lock(&blender.log()).prep_secs();
+    let result = result.map(|rendered| Rendered {
+        prep_secs,
+        ..rendered
+    });
     (load_secs, result.map_err(RenderFailure::from))
 }
 
@@ -247,6 +252,7 @@ async fn simulate(
         outputs: vec![format!("image/{name}")],
         preview: path,
         notes: Vec::new(),
+        prep_secs: None,
         render_secs: started.elapsed().as_secs_f64(),
         width: Some(width),
         height: Some(height),
@@ -312,6 +318,7 @@ fn verify(rendered: &Rendered) -> Result<Finished, String> {
         dir: rendered.dir.clone(),
         outputs: rendered.outputs.clone(),
         notes: rendered.notes.clone(),
+        prep_secs: rendered.prep_secs,
         thumbnail,
         width,
         height,

@@ -76,6 +76,8 @@ pub struct Finished {
     pub outputs: Vec<String>,
     /// What the worker changed and the controller should say.
     pub notes: Vec<String>,
+    /// Seconds before the first sample.
+    pub prep_secs: Option<f64>,
     /// Its thumbnail.
     pub thumbnail: PathBuf,
     /// Width in pixels.
@@ -139,6 +141,7 @@ impl Renders {
             missing_files: Vec::new(),
             outputs: Vec::new(),
             notes: Vec::new(),
+            prep_secs: None,
         };
         self.map.insert(
             id.clone(),
@@ -281,6 +284,7 @@ impl Renders {
                     .map(|ext| ext.to_string_lossy().into_owned());
                 render.status.outputs = finished.outputs;
                 render.status.notes = finished.notes;
+                render.status.prep_secs = finished.prep_secs;
                 render.image = Some(finished.image);
                 render.dir = Some(finished.dir);
                 render.thumbnail = Some(finished.thumbnail);

@@ -51,6 +51,8 @@ struct NodeEntry {
     stale: Vec<String>,
     task: Option<tokio::task::JoinHandle<()>>,
     paused: bool,
+    /// Seconds its frames spent before their first sample.
+    prep_secs: Vec<f64>,
 }
 
 struct Confirmed {
@@ -353,6 +355,7 @@ impl Job {
                 stale: Vec::new(),
                 task: None,
                 paused: false,
+                prep_secs: Vec::new(),
             },
         );
         let enabled = view.enabled;
@@ -459,6 +462,12 @@ impl Job {
                 Some(Event::NodeReady { node })
             }
             Report::Activity(state, current) => self.activity(node, state, current),
+            Report::Prepared(secs) => {
+                if let Some(entry) = self.nodes.get_mut(&node) {
+                    entry.prep_secs.push(secs);
+                }
+                None
+            }
             Report::Note(note) => {
                 // Said once per node: the same note comes with every frame.
                 let message = format!("{}: {note}", self.node_name(node));
@@ -700,6 +709,7 @@ impl Job {
                     uri: entry.view.uri.clone(),
                     frames: slot.done,
                     mean_secs: slot.secs_per_frame(),
+                    prep_secs: median(&entry.prep_secs),
                     failures: slot.failures,
                 })
             })
@@ -730,5 +740,17 @@ impl Job {
         };
         self.emit.send(EngineEvent::Finished(summary.clone())).await;
         summary
+    }
+}
+
+/// The median of `values`, none when empty.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        len if len % 2 == 1 => Some(sorted[middle]),
+        _ => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
     }
 }

@@ -309,6 +309,9 @@ pub struct NodeSummary {
     pub frames: u32,
     /// Mean seconds per frame.
     pub mean_secs: Option<f64>,
+    /// Median seconds a frame spent before its first sample (moving to the
+    /// frame, preparing the scene): what a warm scene saves.
+    pub prep_secs: Option<f64>,
     /// Frames it failed.
     pub failures: u32,
 }
