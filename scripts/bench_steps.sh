@@ -36,7 +36,8 @@ for kind in movie simulation; do
   mkdir -p "$work/$kind"
   blender -b --factory-startup --python "$work/make.py" -- "$kind" "$work/$kind/scene.blend" >/dev/null 2>&1
   for round in $(seq "$rounds"); do
-    "$herd" render "$work/$kind/scene.blend" --no-discovery --overwrite --json \
+    rm -rf "$work/$kind/out" "$work/$kind/scene_frames"
+    "$herd" render "$work/$kind/scene.blend" --no-discovery --json \
       --work-dir "$work/node" > "$work/$kind/events.jsonl"
     python3 - "$kind" "$work/$kind/events.jsonl" <<'PY' | tee -a "$work/$kind.ratios"
 import json, sys
