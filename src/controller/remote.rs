@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 
 use super::output::{self, OutputPlan};
 use super::scheduler::{FrameIndex, NodeId};
-use crate::wire::{NodeState, Overrides, RenderChanges, RenderState, RenderStatus};
+use crate::wire::{
+    NodeState, Overrides, RenderChanges, RenderCreated, RenderRequest, RenderState, RenderStatus,
+};
 
 /// What every node task of a job shares.
 #[derive(Debug)]
@@ -194,6 +196,8 @@ enum Upload {
 enum CallError {
     Transport(String),
     Status(u16, String),
+    /// The node answered, but not what the API says it answers.
+    Answer(String),
 }
 
 impl CallError {
@@ -201,6 +205,7 @@ impl CallError {
         match self {
             Self::Transport(reason) => reason.clone(),
             Self::Status(status, message) => format!("{status}: {message}"),
+            Self::Answer(message) => message.clone(),
         }
     }
 }
@@ -343,11 +348,11 @@ impl Task {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Value>,
+        body: Option<&RenderRequest>,
     ) -> Result<Value, CallError> {
         let mut request = self.request(method, path).timeout(self.ctx.loss_timeout);
         if let Some(body) = body {
-            request = request.json(&body);
+            request = request.json(body);
         }
         let response = request
             .send()
@@ -457,18 +462,22 @@ impl Task {
     async fn command(&mut self, command: ToNode) {
         match command {
             ToNode::Assign { frame, number } => {
-                let body = serde_json::json!({
-                    "blob": self.ctx.blob,
-                    "manifest": self.ctx.manifest,
-                    "frame": number,
-                    "overrides": self.ctx.overrides,
-                });
-                match self
-                    .call(reqwest::Method::POST, "renders", Some(body))
+                let request = RenderRequest {
+                    blob: self.ctx.blob.clone(),
+                    manifest: self.ctx.manifest.clone(),
+                    frame: number,
+                    overrides: self.ctx.overrides.clone(),
+                };
+                let created = self
+                    .call(reqwest::Method::POST, "renders", Some(&request))
                     .await
-                {
-                    Ok(created) => {
-                        let id = created["id"].as_str().unwrap_or_default().to_string();
+                    .and_then(|created| {
+                        serde_json::from_value::<RenderCreated>(created).map_err(|err| {
+                            CallError::Answer(format!("its answer names no render: {err}"))
+                        })
+                    });
+                match created {
+                    Ok(RenderCreated { id }) => {
                         self.renders.insert(
                             frame,
                             Tracked {
