@@ -301,6 +301,7 @@ def load(command):
     jail = command.get("jail")
     missing = relink(jail) if jail else []
     ORIGINAL.clear()
+    STEPPED.clear()
     return {
         "event": "loaded",
         "missing": missing,
@@ -332,6 +333,22 @@ def memory_allows_warm_scene():
     WARM_NOTE[:] = [f"the scene was not kept warm between frames (persistent data off): Blender holds "
                     f"{held >> 20} MiB and only {free >> 20} MiB more are available"]
     return False
+
+
+# The frame each scene was last stepped to (frames rendered in order).
+STEPPED = {}
+
+
+def step_to(scene, frame):
+    """Steps `scene` through every frame before `frame`, as playback does:
+    from the frame rendered before when going on, else from the scene's
+    start, so that what depends on the frames before (an unbaked
+    simulation) is as Blender shows it."""
+    last = STEPPED.get(scene.name)
+    begin = last + 1 if last is not None and last < frame else scene.frame_start
+    for earlier in range(begin, frame):
+        scene.frame_set(earlier)
+    STEPPED[scene.name] = frame
 
 
 def chosen_scene(name):
@@ -376,6 +393,8 @@ def render(command):
     WARM_NOTE.clear()
     settle(scene, command.get("overrides") or {})
     frame = int(command["frame"])
+    if (command.get("overrides") or {}).get("step_frames"):
+        step_to(scene, frame)
     scene.frame_set(frame)
     render = scene.render
     out = command["dir"]

@@ -182,6 +182,11 @@ pub struct Overrides {
     /// setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_data: Option<bool>,
+    /// Step through every frame from the scene's start (or from the frame
+    /// rendered before) up to this one, as playback does: for scenes whose
+    /// frames depend on the ones before (unbaked simulations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_frames: Option<bool>,
 }
 
 impl Overrides {

@@ -382,6 +382,42 @@ fn a_sequencer_only_movie_scene_with_sound_ends_as_blenders_movie() {
 /// frames) equals Blender stepping the frames in order: herd bakes it first.
 #[test]
 fn an_unbaked_simulation_renders_as_blender_plays_it() {
+    let events = simulation_over_two_nodes(&[]);
+    assert!(
+        events.iter().any(|event| event["event"] == "baking"),
+        "no baking step: {events:#?}"
+    );
+}
+
+/// The same with `--in-order` (what herd does by itself for simulations it
+/// cannot bake): no bake, the frames go in order to one node, which steps
+/// them from the scene's start.
+#[test]
+fn frames_in_order_on_one_node_render_as_blender_plays_them() {
+    let events = simulation_over_two_nodes(&["--in-order"]);
+    assert!(
+        !events.iter().any(|event| event["event"] == "baking"),
+        "baked: {events:#?}"
+    );
+    let said = common::log_lines(&events).any(|line| line.contains("in order on one node"));
+    assert!(said, "no word of the order: {events:#?}");
+    let summary = events
+        .iter()
+        .find(|event| event["event"] == "finished")
+        .unwrap();
+    let busy = summary["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|node| node["frames"].as_u64() > Some(0))
+        .count();
+    assert_eq!(busy, 1, "one node rendered every frame: {summary}");
+}
+
+/// Renders the rigid-body drop with herd over two nodes (with `args`) and
+/// with Blender stepping the frames, and compares every frame; returns
+/// herd's events.
+fn simulation_over_two_nodes(extra: &[&str]) -> Vec<serde_json::Value> {
     let root = tempfile::tempdir().unwrap();
     let (theirs, ours) = (root.path().join("blender"), root.path().join("herd"));
     let native = make_scene(&theirs, "rigid_body", &root.path().join("abs"));
@@ -410,12 +446,9 @@ for frame in range(scene.frame_start, scene.frame_end + 1):
     for node in &nodes {
         args.extend(["--node".to_string(), format!("http://{}", node.addr())]);
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
     let events = herd_writes(&blend, &root.path().join("work"), &args);
-    assert!(
-        events.iter().any(|event| event["event"] == "baking"),
-        "no baking step: {events:#?}"
-    );
     let (a, b) = (tree(&ours.join("out")), tree(&theirs.join("out")));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     assert_eq!(a.len(), 12);
@@ -426,6 +459,7 @@ for frame in range(scene.frame_start, scene.frame_end + 1):
     let first = image::open(&a["frame_0001.png"]).unwrap();
     let last = image::open(&a["frame_0012.png"]).unwrap();
     assert!(first.as_bytes() != last.as_bytes(), "the cube fell");
+    events
 }
 
 #[test]

@@ -56,6 +56,11 @@ pub struct RenderArgs {
     /// persistent-data setting) instead of keeping it warm on each node.
     #[arg(long)]
     pub no_persistent_data: bool,
+    /// Render the frames in order on one node, each stepped from the
+    /// scene's start as playback does, for frames that depend on the ones
+    /// before (chosen by itself for simulations herd cannot bake).
+    #[arg(long)]
+    pub in_order: bool,
     /// Render even when files the scene reads are missing (a missing
     /// texture renders magenta).
     #[arg(long)]
@@ -136,6 +141,7 @@ async fn render(
         scene: args.scene.clone(),
         output_name: Some(output.name.clone()),
         persistent_data: args.no_persistent_data.then_some(false),
+        step_frames: None,
     };
     overrides.validate().map_err(anyhow::Error::msg)?;
     let percent = args
@@ -158,6 +164,7 @@ async fn render(
         frames,
         output,
         baked: None,
+        in_order: args.in_order || bake::needs_in_order(&scene),
         overrides,
         expected_size,
         overwrite: args.overwrite,
@@ -179,7 +186,7 @@ async fn render(
             eprintln!("warning: {warning}");
         }
     }
-    if bake::needs_bake(&scene) {
+    if bake::needs_bake(&scene) && !spec.in_order {
         spec.baked = Some(bake_simulations(args, blender_path, &spec).await?);
     }
     let movie = movie::Encode::for_job(&spec);

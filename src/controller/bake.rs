@@ -41,6 +41,15 @@ pub fn needs_bake(scene: &SceneInfo) -> bool {
         .any(|simulation| !simulation.baked && simulation.bakeable)
 }
 
+/// Whether `scene` has unbaked simulations herd cannot bake: its frames
+/// then render in order on one node ([`crate::controller::engine::JobSpec::in_order`]).
+pub fn needs_in_order(scene: &SceneInfo) -> bool {
+    scene
+        .simulations
+        .iter()
+        .any(|simulation| !simulation.baked && !simulation.bakeable)
+}
+
 /// Bakes `blend`'s simulations (scene `scene`, or its active one) from the
 /// scene's start to `frame_end`, into a copy at `out`; `progress(done,
 /// total)` follows the frames.

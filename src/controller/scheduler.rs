@@ -17,6 +17,10 @@
 //!   a busy node, or renders a straggler (running longer than
 //!   `straggler_factor` × the median frame time) a second time; the first good
 //!   result wins and the other run is cancelled, so no frame is written twice.
+//! - A job whose frames depend on the ones before (an unbaked simulation
+//!   herd cannot bake) runs `in_order`: all its frames go, in order, to one
+//!   node (the one it began on while it is there), and nothing is rendered
+//!   twice at the end.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -40,6 +44,9 @@ pub struct SchedulerConfig {
     /// A frame running longer than this × the median frame time is a
     /// straggler, rendered again on an idle node at the end of the job.
     pub straggler_factor: f64,
+    /// Every frame, in order, on one node (frames that depend on the ones
+    /// before them).
+    pub in_order: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -49,6 +56,7 @@ impl Default for SchedulerConfig {
             queue_ahead: 1,
             blocklist_after: 3,
             straggler_factor: 2.0,
+            in_order: false,
         }
     }
 }
@@ -696,12 +704,21 @@ impl Scheduler {
         if self.paused {
             return;
         }
-        let eligible: Vec<NodeId> = self
+        let mut eligible: Vec<NodeId> = self
             .nodes
             .iter()
             .filter(|(_, slot)| slot.eligible())
             .map(|(&id, _)| id)
             .collect();
+        if self.config.in_order {
+            // The node that holds frames of the job keeps them coming; else
+            // the first one there.
+            let holder = eligible.iter().copied().find(|&node| self.busy(node) > 0);
+            eligible = holder
+                .or_else(|| eligible.first().copied())
+                .into_iter()
+                .collect();
+        }
         let capacity = 1 + self.config.queue_ahead;
         // Fill nodes round-robin, one frame each per pass, so a burst of
         // frames spreads over the nodes instead of filling the first.
@@ -725,7 +742,7 @@ impl Scheduler {
                 break;
             }
         }
-        if self.queue.is_empty() {
+        if self.queue.is_empty() && !self.config.in_order {
             self.rebalance(now, &eligible, decisions);
         }
     }
@@ -1010,6 +1027,36 @@ mod tests {
         assert_eq!(sim.outcome, Some(Decision::Finished));
         assert_eq!(sim.written, (1..=10).collect::<Vec<_>>());
         assert!((sim.now - 10.01).abs() < 0.1, "no idle time: {}", sim.now);
+    }
+
+    #[test]
+    fn an_in_order_job_renders_every_frame_in_order_on_one_node() {
+        let config = SchedulerConfig {
+            in_order: true,
+            ..SchedulerConfig::default()
+        };
+        let mut sim = Sim::new(12, config.clone());
+        sim.add_node(1, 1.0);
+        // Faster, but the job began on node 1: no frame goes to node 2, and
+        // nothing is rendered twice at the end.
+        sim.add_node(2, 0.25);
+        sim.run(100.0);
+        assert_eq!(sim.outcome, Some(Decision::Finished));
+        assert_eq!(sim.written, (1..=12).collect::<Vec<_>>());
+        assert_eq!(sim.scheduler.nodes()[&2].done, 0);
+        assert_eq!(sim.cancels, 0);
+
+        // Node 1 is lost midway: node 2 carries on, in order.
+        let mut sim = Sim::new(12, config);
+        sim.add_node(1, 1.0);
+        sim.add_node(2, 1.0);
+        sim.run(4.5);
+        sim.nodes.get_mut(&1).unwrap().online = false;
+        sim.event(Event::NodeLost { node: 1 });
+        sim.run(100.0);
+        assert_eq!(sim.outcome, Some(Decision::Finished));
+        assert_eq!(sim.written, (1..=12).collect::<Vec<_>>());
+        sim.assert_each_frame_written_once();
     }
 
     #[test]

@@ -498,7 +498,7 @@ impl ControllerApp {
                 self.thumbnails.clear();
                 self.job_files = Some(spec.output.clone());
                 self.job_active = true;
-                let bake = crate::controller::bake::needs_bake(scene);
+                let bake = crate::controller::bake::needs_bake(scene) && !spec.in_order;
                 self.send(BridgeCommand::Start {
                     spec: Box::new(spec),
                     bake,

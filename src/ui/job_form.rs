@@ -91,6 +91,7 @@ impl JobForm {
             format,
             scene: self.scene.clone(),
             persistent_data: (!self.warm_scene).then_some(false),
+            step_frames: None,
             output_name: Some(output.name.clone()),
         };
         overrides.validate()?;
@@ -101,6 +102,7 @@ impl JobForm {
             frames,
             output,
             baked: None,
+            in_order: crate::controller::bake::needs_in_order(scene),
             overrides,
             expected_size: (!scene.use_multiview).then_some((
                 scene.resolution_x * percent / 100,

@@ -92,12 +92,16 @@ struct Job {
 const LOST_RETRY: Duration = Duration::from_secs(3);
 
 pub(super) async fn run(
-    spec: JobSpec,
-    config: EngineConfig,
+    mut spec: JobSpec,
+    mut config: EngineConfig,
     emit: Emitter,
     mut commands: mpsc::Receiver<EngineCommand>,
 ) -> Result<JobSummary, EngineError> {
     let started = Instant::now();
+    if spec.in_order {
+        config.scheduler.in_order = true;
+        spec.overrides.step_frames = Some(true);
+    }
     let output = spec.output.clone();
     let output_error = |source| EngineError::Output {
         path: output.dir.clone(),
@@ -107,6 +111,13 @@ pub(super) async fn run(
     output.remove_stale_temps();
     for note in &output.notes {
         emit.log(note.clone()).await;
+    }
+    if spec.in_order {
+        emit.log(
+            "the frames depend on the ones before them: they render in order on one node, stepped from the scene's start as Blender plays them"
+                .into(),
+        )
+        .await;
     }
     let (blob, blob_bytes) = hash_file(spec.baked.as_ref().unwrap_or(&spec.blend)).await?;
     let (blobs, manifest) = job_blobs(&spec, &blob, blob_bytes).await?;

@@ -67,6 +67,10 @@ pub struct JobSpec {
     /// itself: a copy with its simulations baked (see [`super::bake`]). It
     /// takes the .blend's place on the nodes.
     pub baked: Option<PathBuf>,
+    /// Its frames depend on the ones before (a simulation herd cannot
+    /// bake): they go in order to one node, which steps through every frame
+    /// from the scene's start.
+    pub in_order: bool,
     /// Overrides of the file's settings sent with every frame.
     pub overrides: Overrides,
     /// The size every frame must have, when known.
