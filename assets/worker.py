@@ -119,18 +119,6 @@ def set_image_format(image_settings, file_format):
     image_settings.file_format = file_format
 
 
-def engine_id(engine):
-    """`engine` as this Blender names it: EEVEE's id changed in 4.2 and back
-    in 5.0, other engines pass unchanged."""
-    if engine not in EEVEE_ENGINES:
-        return engine
-    known = {item.identifier for item in bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items}
-    for candidate in (engine, *EEVEE_ENGINES):
-        if candidate in known:
-            return candidate
-    return engine
-
-
 def is_eevee(engine):
     """Whether `engine` is EEVEE under either of its ids."""
     return engine in EEVEE_ENGINES
