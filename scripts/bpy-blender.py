@@ -43,8 +43,11 @@ def say(message):
 def finish(code):
     """Leaves at once, like Blender does after its arguments: bpy's own
     teardown at interpreter exit is slow and not needed."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # a reader that left early (`--version | head -1`)
     os._exit(code)
 
 
@@ -65,9 +68,12 @@ def main(args):
     if "--version" in own or "-v" in own:
         import bpy
 
-        print(f"Blender {bpy.app.version_string}")
-        print(f"\tbuild hash: {bpy.app.build_hash.decode(errors='replace')}")
-        print("\tbuilt as: the bpy Python module (PyPI), through herd's launcher")
+        try:
+            print(f"Blender {bpy.app.version_string}")
+            print(f"\tbuild hash: {bpy.app.build_hash.decode(errors='replace')}")
+            print("\tbuilt as: the bpy Python module (PyPI), through herd's launcher")
+        except BrokenPipeError:
+            pass
         finish(0)
     # Scripts read their arguments after "--" from sys.argv, as in Blender.
     sys.argv = ["blender", *args]
