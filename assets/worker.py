@@ -31,10 +31,11 @@ result (for thumbnails and checks) goes to DIR/preview.png.
     {"event": "error", "message": "..."}
 
 While a command runs, two more kinds of line come, from other threads:
-    {"event": "alive", "cpu_secs": 12.5}      every second, from a thread of
-        its own that keeps running while Blender renders: the CPU seconds
-        Blender's other threads have used, so the node can tell a long silent
-        frame (CPU time grows) from a stopped or deadlocked Blender (it does not)
+    {"event": "alive", "cpu_secs": 12.5, "tid": 4243}   every second, from
+        a thread of its own (tid) that keeps running while Blender renders:
+        the CPU seconds Blender's other threads have used, so the node can
+        tell a long silent frame (CPU time grows) from a stopped or
+        deadlocked Blender (it does not)
     {"event": "progress", "stats": "Fra:1 ... | Sample 3/16"}   Blender's
         render statistics, from bpy.app.handlers.render_stats: Blender 5.0 no
         longer prints them on stdout. (3.x passes the handler no text, but
@@ -470,12 +471,19 @@ class Channel:
             self.writer.flush()
 
 
+# Set while a command runs: the heartbeat is sent only then, so an idle
+# worker does not pile up lines that the node reads only with its next command.
+BUSY = threading.Event()
+
+
 def heartbeat(channel):
     """Tells the node every HEARTBEAT_SECS that this Python still runs, with
     the CPU time Blender's other threads have used (this thread's own is left
     out, so a deadlocked Blender does not look busy because of it)."""
     while True:
         time.sleep(HEARTBEAT_SECS)
+        if not BUSY.is_set():
+            continue
         try:
             channel.send({"event": "alive", "cpu_secs": time.process_time() - time.thread_time(),
                           "tid": threading.get_native_id()})
@@ -516,11 +524,15 @@ def serve(channel):
         if handler is None:
             channel.send({"event": "error", "message": f"unknown worker command {name!r}"})
             continue
+        BUSY.set()
         try:
-            channel.send(handler(command))
+            answer = handler(command)
         except Exception as error:  # Blender reports failures as RuntimeError
             message = str(error).strip() or traceback.format_exc()
-            channel.send({"event": "error", "message": message})
+            answer = {"event": "error", "message": message}
+        finally:
+            BUSY.clear()
+        channel.send(answer)
         sys.stdout.flush()
 
 

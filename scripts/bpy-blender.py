@@ -10,7 +10,7 @@ Blender does, in order, for the arguments herd and its tests use:
     -t N, --threads N        render threads (see below)
     FILE                     open a .blend
     -S NAME, --scene NAME    the scene -o, -F, -E, -f, -a work on
-    -E ENGINE, --engine      render engine
+    -E ENGINE, --engine      render engine (either EEVEE id works everywhere)
     -o PATH, --render-output output path
     -F FORMAT                output format (PNG, JPEG, OPEN_EXR, ...)
     -s N / -e N / -j N       frame start / end / step
@@ -44,9 +44,24 @@ def say(message):
 def finish(code):
     """Leaves at once, like Blender does after its arguments: bpy's own
     teardown at interpreter exit is slow and not needed."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # a reader that left early (`--version | head -1`)
     os._exit(code)
+
+
+def engine_id(engine):
+    """EEVEE under the id this Blender knows: BLENDER_EEVEE_NEXT in 4.2 to
+    4.5, BLENDER_EEVEE before and again from 5.0."""
+    import bpy
+
+    eevee = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")
+    if engine not in eevee:
+        return engine
+    known = {item.identifier for item in bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items}
+    return next((each for each in (engine, *eevee) if each in known), engine)
 
 
 def main(args):
@@ -54,9 +69,12 @@ def main(args):
     if "--version" in own or "-v" in own:
         import bpy
 
-        print(f"Blender {bpy.app.version_string}")
-        print(f"\tbuild hash: {bpy.app.build_hash.decode(errors='replace')}")
-        print("\tbuilt as: the bpy Python module (PyPI), through herd's launcher")
+        try:
+            print(f"Blender {bpy.app.version_string}")
+            print(f"\tbuild hash: {bpy.app.build_hash.decode(errors='replace')}")
+            print("\tbuilt as: the bpy Python module (PyPI), through herd's launcher")
+        except BrokenPipeError:
+            pass
         finish(0)
     # Scripts read their arguments after "--" from sys.argv, as in Blender.
     sys.argv = ["blender", *args]
@@ -173,7 +191,7 @@ def main(args):
             if state["scene"] not in bpy.data.scenes:
                 say(f"no scene {state['scene']!r}")
         elif arg in {"-E", "--engine"}:
-            scene().render.engine = value()
+            scene().render.engine = engine_id(value())
         elif arg in {"-o", "--render-output"}:
             scene().render.filepath = value()
         elif arg in {"-F", "--render-format"}:

@@ -196,9 +196,10 @@ fn a_job_across_nodes_with_different_blenders() {
 #[test]
 fn a_5x_file_renders_on_4_5_and_is_refused_on_4_2() {
     let test = "a_5x_file_renders_on_4_5_and_is_refused_on_4_2";
+    let blenders = common::test_blenders(test);
     let (Some(old), Some(reads_5x), Some(corpus)) = (
-        common::test_blender(test, "4.2"),
-        common::test_blender(test, "4.5"),
+        common::find_blender(&blenders, test, "4.2"),
+        common::find_blender(&blenders, test, "4.5"),
         common::corpus(test),
     ) else {
         return;

@@ -448,13 +448,14 @@ pub fn test_blenders(test: &str) -> Vec<TestBlender> {
     blenders
 }
 
-/// The Blender of the matrix labelled `label`, or `None` after saying why
-/// `test` is skipped.
-pub fn test_blender(test: &str, label: &str) -> Option<TestBlender> {
-    let found = test_blenders(test)
-        .into_iter()
-        .find(|blender| blender.label == label);
-    if found.is_none() && std::env::var(TEST_BLENDERS_ENV).is_ok_and(|value| !value.is_empty()) {
+/// The Blender labelled `label` among `blenders` (from [`test_blenders`]),
+/// or `None` after saying why `test` is skipped.
+pub fn find_blender(blenders: &[TestBlender], test: &str, label: &str) -> Option<TestBlender> {
+    let found = blenders
+        .iter()
+        .find(|blender| blender.label == label)
+        .cloned();
+    if found.is_none() && !blenders.is_empty() {
         eprintln!("SKIPPED {test}: {TEST_BLENDERS_ENV} names no Blender {label}");
     }
     found
