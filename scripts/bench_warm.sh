@@ -47,7 +47,8 @@ for scene in heavy demo; do
     native=$(cd "$work" && secs blender -b "$blend" -o "$work/native/f_" -a)
     native_pd=$(cd "$work" && secs blender -b "$blend" -o "$work/native_pd/f_" \
       --python-expr "import bpy; bpy.context.scene.render.use_persistent_data = True" -a)
-    herd_secs=$(secs "$herd" render "$blend" --no-discovery --overwrite --out "$work/herd" --work-dir "$work/node")
+    rm -rf "$work/herd"
+    herd_secs=$(secs "$herd" render "$blend" --no-discovery --out "$work/herd" --work-dir "$work/node")
     echo "$scene round $round: blender -a ${native} s, with persistent data ${native_pd} s, herd ${herd_secs} s"
     echo "$herd_secs / $native" | bc -l >> "$work/$scene.herd"
     echo "$herd_secs / $native_pd" | bc -l >> "$work/$scene.pd"
