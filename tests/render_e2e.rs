@@ -282,6 +282,10 @@ fn frames_already_there_are_skipped_unless_overwrite() {
     let summary = run(&["--overwrite", "--samples", "4"]);
     assert_eq!(summary["frames_skipped"], 0);
     assert_eq!(summary["frames_done"], 3);
+    // The same job again, finished before: --overwrite renders them again too.
+    let summary = run(&["--overwrite", "--samples", "4"]);
+    assert_eq!(summary["frames_skipped"], 0);
+    assert_eq!(summary["frames_done"], 3);
 }
 
 #[test]

@@ -40,6 +40,9 @@ enum Line {
         node: String,
         secs: Option<f64>,
     },
+    /// The job ended with every frame in: a later run with `--overwrite`
+    /// renders them all again, where a killed one would resume.
+    Complete,
 }
 
 /// An open journal.
@@ -67,20 +70,31 @@ impl Journal {
         let mut previous = Previous::default();
         let mut last_job: Option<JobRecord> = None;
         let mut torn = false;
+        let mut complete = false;
         if let Ok(text) = std::fs::read(&path) {
             torn = !text.is_empty() && !text.ends_with(b"\n");
             for line in text.as_slice().lines() {
                 match serde_json::from_str::<Line>(&line?) {
                     Ok(Line::Job(record)) => {
                         previous.done.clear();
+                        complete = false;
                         last_job = Some(record);
                     }
                     Ok(Line::Frame { frame, .. }) => {
+                        if std::mem::take(&mut complete) {
+                            // A run after a complete one: its own frames.
+                            previous.done.clear();
+                        }
                         previous.done.insert(frame);
                     }
+                    Ok(Line::Complete) => complete = true,
                     Err(_) => {}
                 }
             }
+        }
+        if complete {
+            // The last run finished: nothing of it is to resume.
+            previous.done.clear();
         }
         let same = last_job.as_ref() == Some(job);
         if !same {
@@ -151,6 +165,17 @@ impl Journal {
         self.file.write_all(text.as_bytes())?;
         self.file.sync_data()
     }
+}
+
+/// Records in the journal in `dir` that the job ended with every frame in.
+pub fn mark_complete(dir: &Path) -> std::io::Result<()> {
+    let mut file = std::fs::File::options()
+        .append(true)
+        .open(dir.join(JOURNAL_NAME))?;
+    let mut text = serde_json::to_string(&Line::Complete).map_err(std::io::Error::other)?;
+    text.push('\n');
+    file.write_all(text.as_bytes())?;
+    file.sync_data()
 }
 
 /// Frames that can wait for the writer before the engine waits for it.

@@ -700,6 +700,19 @@ impl Job {
         while let Ok(error) = journal_errors.try_recv() {
             self.emit.log(error).await;
         }
+        if self.end == Some(Outcome::Complete) {
+            let dir = self.ctx.output.dir.clone();
+            let marked = tokio::task::spawn_blocking(move || {
+                crate::controller::journal::mark_complete(&dir)
+            })
+            .await
+            .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())));
+            if let Err(err) = marked {
+                self.emit
+                    .log(format!("cannot record the job's end in its journal: {err}"))
+                    .await;
+            }
+        }
         let mut tasks = Vec::new();
         for entry in self.nodes.values_mut() {
             // Dropping the sender makes the task cancel its renders and end.
