@@ -7,6 +7,9 @@ command line and this script after it:
 
 (without --factory-startup, like the nodes: add-on engines the user enabled count)
 
+A node's worker imports it too, to read a scene in its own warm Blender
+(the controller's local node does, so a job starts one Blender, not two).
+
 Blender has loaded FILE by the time the script runs (when it cannot, the
 script never runs and OUT.json is never written). The script writes one JSON
 object to OUT.json, not to stdout, so nothing Blender prints can be mistaken
@@ -307,4 +310,5 @@ def main():
         json.dump(answer, out)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -451,7 +451,40 @@ def render(command):
     return answer
 
 
-HANDLERS = {"load": load, "render": render}
+INSPECTOR = []
+
+
+def inspector():
+    """herd's scene inspector (assets/inspect.py), beside this script."""
+    if not INSPECTOR:
+        import importlib.util
+
+        path = os.environ["HERD_INSPECT_SCRIPT"]
+        spec = importlib.util.spec_from_file_location("herd_inspect", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        INSPECTOR.append(module)
+    return INSPECTOR[0]
+
+
+def inspect(command):
+    """Reads a scene as `herd inspect` does (assets/inspect.py), with the
+    file as it is on this machine: nothing relinked, no scripts run."""
+    bpy.ops.wm.open_mainfile(filepath=command["path"], load_ui=False, use_scripts=False)
+    ORIGINAL.clear()
+    STEPPED.clear()
+    module = inspector()
+    name = command.get("scene")
+    scene = bpy.data.scenes.get(name) if name else bpy.context.scene
+    if scene is None:
+        names = ", ".join(repr(other.name) for other in bpy.data.scenes)
+        raise RuntimeError(f"the file has no scene named {name!r} (it has {names})")
+    report = module.describe(scene)
+    report["dependencies"] = module.dependencies(bpy.data.filepath)
+    return {"event": "inspected", "report": report}
+
+
+HANDLERS = {"load": load, "render": render, "inspect": inspect}
 
 
 class Channel:

@@ -31,6 +31,10 @@ use liveness::{CpuSource, Liveness};
 /// The worker script, embedded so the binary is all a node needs.
 pub const WORKER_SCRIPT: &str = include_str!("../assets/worker.py");
 
+/// The scene inspector, run by `herd inspect`'s Blender and imported by the
+/// worker (`inspect` command).
+pub const INSPECT_SCRIPT: &str = include_str!("../assets/inspect.py");
+
 /// Environment variable naming the Blender executable.
 pub const BLENDER_ENV: &str = "HERD_BLENDER";
 
@@ -485,6 +489,10 @@ enum WorkerCommand<'a> {
         /// Every file Blender reads is pointed inside this folder.
         jail: &'a Path,
     },
+    Inspect {
+        path: &'a Path,
+        scene: Option<&'a str>,
+    },
     Render {
         frame: i32,
         dir: &'a Path,
@@ -515,6 +523,9 @@ enum WorkerAnswer {
     },
     Loaded(Loaded),
     Rendered(Rendered),
+    Inspected {
+        report: serde_json::Value,
+    },
     Error {
         message: String,
     },
@@ -552,6 +563,10 @@ impl Worker {
         tokio::fs::write(&script, WORKER_SCRIPT)
             .await
             .map_err(channel_error)?;
+        let inspector = config.script_dir.join("herd_inspect.py");
+        tokio::fs::write(&inspector, INSPECT_SCRIPT)
+            .await
+            .map_err(channel_error)?;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(channel_error)?;
@@ -570,6 +585,7 @@ impl Worker {
             .arg("--python")
             .arg(&script)
             .env("HERD_WORKER_ADDR", addr.to_string())
+            .env("HERD_INSPECT_SCRIPT", &inspector)
             .env("HERD_WORKER_SECRET", &secret)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -671,6 +687,23 @@ impl Worker {
                 self.missing.clone_from(&loaded.missing);
                 Ok(loaded)
             }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads scene `scene` (the file's active one when `None`) of the .blend
+    /// at `path` as `herd inspect` does; returns the inspector's report and
+    /// the lines Blender printed meanwhile. The file stays loaded but not as
+    /// a job's: the next render loads its own.
+    pub async fn inspect(
+        &mut self,
+        path: &Path,
+        scene: Option<&str>,
+    ) -> Result<(serde_json::Value, Vec<String>), BlenderError> {
+        self.loaded = None;
+        let command = WorkerCommand::Inspect { path, scene };
+        match self.request(&command, None).await? {
+            WorkerAnswer::Inspected { report } => Ok((report, lock(&self.log).tail())),
             other => Err(unexpected(other)),
         }
     }
@@ -823,6 +856,7 @@ fn unexpected(answer: WorkerAnswer) -> BlenderError {
         WorkerAnswer::Progress { .. } => "progress",
         WorkerAnswer::Loaded(_) => "loaded",
         WorkerAnswer::Rendered(_) => "rendered",
+        WorkerAnswer::Inspected { .. } => "inspected",
         WorkerAnswer::Error { .. } => "error",
     };
     BlenderError::Channel(format!("unexpected answer '{what}' from the worker"))

@@ -593,3 +593,37 @@ fn corpus_animation_starting_at_frame_zero() {
     assert_eq!(info.engine, "CYCLES");
     assert_eq!(info.samples, Some(128));
 }
+
+/// The local node's warm Blender reads a scene as the inspecting Blender
+/// does (so `herd render` starts one Blender, not two), and a scene name it
+/// lacks falls back to the inspecting Blender's clear error.
+#[test]
+fn the_local_nodes_blender_reads_the_scene_as_herd_inspect_does() {
+    use herd::controller::engine::LocalNode;
+    use herd::controller::inspect::{inspect_scene, inspect_with_local};
+    let blender = herd::blender::locate(None).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = LocalNode::config(blender.clone(), Some(1), Some(work.path().into()))
+            .await
+            .unwrap();
+        let local = LocalNode::start(config).await.unwrap();
+        let warm = inspect_with_local(&local, &blender, &demo_blend(), None)
+            .await
+            .unwrap();
+        let alone = inspect_scene(&blender, &demo_blend(), None).await.unwrap();
+        assert_eq!(warm, alone);
+        let refused = local
+            .inspect(&demo_blend(), Some("Nope"))
+            .await
+            .unwrap_err();
+        assert!(refused.contains("no scene named 'Nope'"), "{refused}");
+        let error = inspect_with_local(&local, &blender, &demo_blend(), Some("Nope"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no scene named 'Nope'"), "{error}");
+        local.stop().await;
+    });
+}

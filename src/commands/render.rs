@@ -96,7 +96,15 @@ async fn render(
     blender_path: &std::path::Path,
     local: Option<Arc<LocalNode>>,
 ) -> Result<()> {
-    let scene = inspect::inspect_scene(blender_path, &args.file, args.scene.as_deref()).await?;
+    let scene = match &local {
+        // The local node's warm Blender reads the scene: one Blender for the
+        // job, not two.
+        Some(local) => {
+            inspect::inspect_with_local(local, blender_path, &args.file, args.scene.as_deref())
+                .await?
+        }
+        None => inspect::inspect_scene(blender_path, &args.file, args.scene.as_deref()).await?,
+    };
     let missing = scene.missing();
     if !missing.is_empty() && !args.allow_missing {
         let list: Vec<String> = missing

@@ -24,7 +24,7 @@ use super::deps::Dependency;
 use crate::blender::{self, BlenderError};
 
 /// The inspector script, embedded so the binary is all `herd inspect` needs.
-pub const INSPECT_SCRIPT: &str = include_str!("../../assets/inspect.py");
+pub use crate::blender::INSPECT_SCRIPT;
 
 /// How long Blender may take to load a file and describe it.
 pub const INSPECT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -565,6 +565,30 @@ struct ScriptReport {
 /// scripts) with the inspector script.
 pub async fn inspect(blender: &Path, file: &Path) -> Result<SceneInfo, InspectError> {
     inspect_scene(blender, file, None).await
+}
+
+/// Reads the scene named `scene` of `file` with the local node's warm
+/// Blender (`local`, whose Blender is `blender`), so a job starts one
+/// Blender instead of two; where that cannot answer (Blender crashed on the
+/// file, or refused it), reads it as [`inspect_scene`] does, which says
+/// precisely why.
+pub async fn inspect_with_local(
+    local: &crate::controller::engine::LocalNode,
+    blender: &Path,
+    file: &Path,
+    scene: Option<&str>,
+) -> Result<SceneInfo, InspectError> {
+    let header = read_header(file)?;
+    let blender_version = local.blender_version().to_string();
+    if check_compatible(file, header.version, &blender_version).is_ok()
+        && let Some(running) = BlendVersion::parse_blender(&blender_version)
+        && let Ok(absolute) = std::path::absolute(file)
+        && let Ok((value, lines)) = local.inspect(&absolute, scene).await
+        && let Ok(report) = serde_json::from_value::<ScriptReport>(value)
+    {
+        return Ok(scene_info(absolute, header, running, report, &lines));
+    }
+    inspect_scene(blender, file, scene).await
 }
 
 /// Reads the scene named `scene` of `file` (the file's active scene when

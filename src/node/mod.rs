@@ -67,6 +67,17 @@ pub enum NodeError {
     Blobs(#[from] blobs::BlobError),
 }
 
+/// A scene to read with the node's Blender ([`Node::inspect`]).
+#[derive(Debug)]
+pub(crate) struct InspectRequest {
+    /// The .blend.
+    pub path: PathBuf,
+    /// The scene; none: the file's active one.
+    pub scene: Option<String>,
+    /// Where the report goes.
+    pub answer: tokio::sync::oneshot::Sender<Result<(serde_json::Value, Vec<String>), String>>,
+}
+
 /// The state a node's API, renderer and beacon share.
 #[derive(Debug)]
 pub struct Node {
@@ -95,6 +106,8 @@ pub struct Node {
     /// too much for every status request).
     cores: usize,
     renders: Mutex<Renders>,
+    /// Scenes to read with the node's own Blender, before the next frame.
+    inspections: Mutex<std::collections::VecDeque<InspectRequest>>,
     /// Wakes the renderer: new work, resume, cancel.
     work: Notify,
     state: watch::Sender<NodeState>,
@@ -140,11 +153,45 @@ impl Node {
             started: Instant::now(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             renders: Mutex::new(Renders::default()),
+            inspections: Mutex::new(std::collections::VecDeque::new()),
             work: Notify::new(),
             state,
             changes,
             shutdown: CancellationToken::new(),
         }))
+    }
+
+    /// Reads scene `scene` (the file's active one when `None`) of the .blend
+    /// at `path` with the node's own Blender, before its next frame: the
+    /// inspector's report and the lines Blender printed. For the
+    /// controller's local node, which reads the artist's file where it is,
+    /// so a job starts one Blender instead of two.
+    pub async fn inspect(
+        &self,
+        path: &Path,
+        scene: Option<&str>,
+    ) -> Result<(serde_json::Value, Vec<String>), String> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.inspections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(InspectRequest {
+                path: path.to_path_buf(),
+                scene: scene.map(str::to_string),
+                answer,
+            });
+        self.work.notify_one();
+        answered
+            .await
+            .map_err(|_| "the node stopped before it read the scene".to_string())?
+    }
+
+    /// The next scene to read, if one is asked for.
+    pub(crate) fn next_inspection(&self) -> Option<InspectRequest> {
+        self.inspections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
     }
 
     /// Locks the render table. Held only for short, non-async sections.

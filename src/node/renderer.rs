@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Node;
 use super::renders::{Finished, Job};
+use super::{InspectRequest, Node};
 use crate::blender::{BlenderError, Rendered, Worker, lock};
 use crate::wire::RenderState;
 
@@ -41,7 +41,13 @@ pub async fn run(node: Arc<Node>) {
             }
         }
         let job = tokio::select! {
-            job = next_job(&node) => job,
+            work = next_work(&node) => match work {
+                Work::Render(job) => job,
+                Work::Inspect(request) => {
+                    inspect(&node, &mut worker, request).await;
+                    continue;
+                }
+            },
             () = node.shutdown.cancelled() => break,
         };
         let started = Instant::now();
@@ -109,14 +115,52 @@ pub async fn run(node: Arc<Node>) {
     node.update_quiet(|renders| renders.blender_pid = None);
 }
 
-async fn next_job(node: &Node) -> Job {
+/// What the renderer does next.
+enum Work {
+    /// Render a frame.
+    Render(Job),
+    /// Read a scene for the controller this node belongs to.
+    Inspect(InspectRequest),
+}
+
+async fn next_work(node: &Node) -> Work {
     loop {
         let notified = node.work.notified();
+        if let Some(request) = node.next_inspection() {
+            return Work::Inspect(request);
+        }
         if let Some(job) = node.update_quiet(|renders| renders.start_next()) {
-            return job;
+            return Work::Render(job);
         }
         notified.await;
     }
+}
+
+/// Reads a scene with the node's Blender (started if needed) and answers.
+async fn inspect(node: &Node, worker: &mut Option<Worker>, request: InspectRequest) {
+    let result = async {
+        if worker.is_none() {
+            let started = Worker::start(&node.blender)
+                .await
+                .map_err(|err| err.to_string())?;
+            let pid = started.pid();
+            node.update_quiet(|renders| renders.blender_pid = pid);
+            *worker = Some(started);
+        }
+        let Some(blender) = worker.as_mut() else {
+            return Err("Blender is not running".to_string());
+        };
+        let read = blender
+            .inspect(&request.path, request.scene.as_deref())
+            .await;
+        if matches!(&read, Err(err) if !matches!(err, BlenderError::Blender(_))) {
+            // Blender died or hung: the next work starts a fresh one.
+            *worker = None;
+        }
+        read.map_err(|err| err.to_string())
+    }
+    .await;
+    let _ = request.answer.send(result);
 }
 
 /// Why a frame did not render.

@@ -8,6 +8,7 @@ use super::*;
 #[derive(Debug)]
 pub struct LocalNode {
     uri: String,
+    node: Arc<Node>,
     stop: CancellationToken,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
 }
@@ -23,9 +24,15 @@ impl LocalNode {
             .local_addr()
             .map_err(|err| EngineError::Local(err.to_string()))?;
         let stop = node.shutdown.clone();
-        let task = tokio::spawn(node::serve(node, listener, None, std::future::pending()));
+        let task = tokio::spawn(node::serve(
+            Arc::clone(&node),
+            listener,
+            None,
+            std::future::pending(),
+        ));
         Ok(Arc::new(Self {
             uri: format!("http://{addr}"),
+            node,
             stop,
             task: std::sync::Mutex::new(Some(task)),
         }))
@@ -34,6 +41,21 @@ impl LocalNode {
     /// Its API address.
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// Its Blender's version.
+    pub fn blender_version(&self) -> &str {
+        &self.node.blender_version
+    }
+
+    /// Reads a scene of the .blend at `path` with its warm Blender (see
+    /// [`Node::inspect`]).
+    pub async fn inspect(
+        &self,
+        path: &std::path::Path,
+        scene: Option<&str>,
+    ) -> Result<(serde_json::Value, Vec<String>), String> {
+        self.node.inspect(path, scene).await
     }
 
     /// Stops it: cancels its frame and ends its Blender.
