@@ -1,6 +1,7 @@
 //! The windows, driven headless with egui_kittest: simulated engine events
 //! fill the servers table and the frame grid, a dropped .blend is read by
 //! the real Blender, and the node window says when Blender is missing.
+//! `herd`'s window asks what the machine is for and switches modes.
 //! Snapshots render on Mesa's software Vulkan (`mesa-vulkan-drivers`); the
 //! one test that runs discovery keeps it on loopback
 //! (`herd::lan::force_loopback_only`).
@@ -21,9 +22,11 @@ use herd::controller::engine::{
 };
 use herd::controller::scheduler::FrameState;
 use herd::ui::bridge::{self, BridgeCommand, BridgeConfig, BridgeEvent};
+use herd::ui::controller::Remembered;
 use herd::ui::node_launch::{self, NodeCommand, NodeLaunch};
 use herd::ui::node_window::NodePhase;
-use herd::ui::{ControllerApp, NodeApp};
+use herd::ui::shell::{Launcher, Mode, ModeFile, Screen};
+use herd::ui::{ControllerApp, HerdApp, NodeApp};
 
 const SIZE: egui::Vec2 = egui::vec2(800.0, 500.0);
 
@@ -856,4 +859,135 @@ fn a_minimised_window_never_stalls_a_job() {
 
     shutdown.cancel();
     runtime.block_on(task).unwrap();
+}
+
+/// Starts windows fed by channels the test holds, and records which modes
+/// were started.
+#[derive(Default)]
+struct ChannelLauncher {
+    started: Arc<std::sync::Mutex<Vec<Mode>>>,
+    bridge_ends: Vec<bridge::BridgeEnd>,
+    node_ends: Vec<(
+        tokio::sync::mpsc::Sender<node_launch::NodeEvent>,
+        tokio::sync::mpsc::Receiver<NodeCommand>,
+    )>,
+}
+
+impl Launcher for ChannelLauncher {
+    fn controller(&mut self, remembered: Remembered) -> ControllerApp {
+        self.started.lock().unwrap().push(Mode::Controller);
+        let (link, end) = bridge::channel();
+        self.bridge_ends.push(end);
+        ControllerApp::with_remembered(link, remembered)
+    }
+
+    fn node(&mut self) -> NodeApp {
+        self.started.lock().unwrap().push(Mode::Node);
+        let (events_tx, events) = tokio::sync::mpsc::channel(8);
+        let (commands, commands_rx) = tokio::sync::mpsc::channel(8);
+        self.node_ends.push((events_tx, commands_rx));
+        NodeApp::new(node_launch::NodeLink { events, commands })
+    }
+}
+
+/// `herd`'s window on the mode file `modes`, as `herd` alone opens it, and
+/// the modes its launcher started.
+fn herd_window(modes: &ModeFile) -> (Harness<'static, HerdApp>, Arc<std::sync::Mutex<Vec<Mode>>>) {
+    let launcher = ChannelLauncher::default();
+    let started = Arc::clone(&launcher.started);
+    let app = HerdApp::new(
+        Box::new(launcher),
+        modes.clone(),
+        Remembered::default(),
+        modes.load(),
+    );
+    let mut harness = Harness::builder()
+        .with_size(SIZE)
+        .build_ui_state(|ui, app: &mut HerdApp| app.window_ui(ui), app);
+    harness.run_steps(2);
+    (harness, started)
+}
+
+#[test]
+fn the_first_run_asks_what_the_machine_is_for_and_remembers_render_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let modes = ModeFile::at(&dir.path().join("window"));
+    let (mut harness, started) = herd_window(&modes);
+    assert!(matches!(harness.state().screen, Screen::Choose));
+    harness.get_by_label("What is this machine for?");
+    harness.get_by_label("Send renders");
+    harness.get_by_label("Render for the farm").click();
+    harness.run_steps(2);
+
+    assert_eq!(harness.state().mode(), Some(Mode::Node));
+    assert_eq!(*started.lock().unwrap(), [Mode::Node]);
+    harness.get_by_label("herd node");
+    harness.get_by_label("Starting: finding Blender and opening the ports…");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("window")).unwrap(),
+        "node"
+    );
+
+    // The next start follows the choice without asking.
+    drop(harness);
+    let (harness, started) = herd_window(&modes);
+    assert_eq!(harness.state().mode(), Some(Mode::Node));
+    assert!(
+        harness
+            .query_by_label("What is this machine for?")
+            .is_none()
+    );
+    assert_eq!(*started.lock().unwrap(), [Mode::Node]);
+}
+
+#[test]
+fn the_first_run_can_choose_to_send_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let modes = ModeFile::at(&dir.path().join("window"));
+    let (mut harness, started) = herd_window(&modes);
+    harness.get_by_label("Send renders").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().mode(), Some(Mode::Controller));
+    assert_eq!(*started.lock().unwrap(), [Mode::Controller]);
+    harness.get_by_label("Open…");
+    assert_eq!(modes.load(), Some(Mode::Controller));
+}
+
+#[test]
+fn either_window_switches_to_the_other_and_the_switch_is_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let modes = ModeFile::at(&dir.path().join("window"));
+    modes.save(Mode::Controller).unwrap();
+    let (mut harness, started) = herd_window(&modes);
+    assert_eq!(harness.state().mode(), Some(Mode::Controller));
+
+    harness.get_by_label("Render for the farm…").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().mode(), Some(Mode::Node));
+    harness.get_by_label("herd node");
+    assert_eq!(modes.load(), Some(Mode::Node));
+
+    harness.get_by_label("Send renders…").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().mode(), Some(Mode::Controller));
+    harness.get_by_label("Open…");
+    assert_eq!(modes.load(), Some(Mode::Controller));
+    assert_eq!(
+        *started.lock().unwrap(),
+        [Mode::Controller, Mode::Node, Mode::Controller]
+    );
+}
+
+#[test]
+fn the_controller_cannot_switch_to_a_node_while_a_job_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let modes = ModeFile::at(&dir.path().join("window"));
+    modes.save(Mode::Controller).unwrap();
+    let (mut harness, started) = herd_window(&modes);
+    harness.state_mut().controller().unwrap().job_active = true;
+    harness.run_steps(2);
+    harness.get_by_label("Render for the farm…").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().mode(), Some(Mode::Controller));
+    assert_eq!(*started.lock().unwrap(), [Mode::Controller]);
 }

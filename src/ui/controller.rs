@@ -183,6 +183,10 @@ pub struct ControllerApp {
     job_progress: Option<tokio::sync::watch::Receiver<JobProgress>>,
     /// Events taken from the background so far.
     pub events_taken: u64,
+    /// The user asked to make this machine a render node instead ("Make
+    /// this machine a render node"); the window that holds this one
+    /// ([`super::shell::HerdApp`]) takes it.
+    pub switch_to_node: bool,
 }
 
 impl ControllerApp {
@@ -207,6 +211,7 @@ impl ControllerApp {
             allow_missing: false,
             job_progress: None,
             events_taken: 0,
+            switch_to_node: false,
         }
     }
 
@@ -550,6 +555,17 @@ impl ControllerApp {
             }
             ui.weak("or drop a .blend anywhere in this window");
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                // Not during a job: switching ends this window's background.
+                let switch = ui
+                    .add_enabled(
+                        !self.job_running(),
+                        egui::Button::new("Render for the farm…"),
+                    )
+                    .on_hover_text("Make this machine a render node instead")
+                    .on_disabled_hover_text("Not while a job runs");
+                if switch.clicked() {
+                    self.switch_to_node = true;
+                }
                 let count = self
                     .state
                     .table_rows()

@@ -10,6 +10,9 @@
 //! - [`bridge`]: the controller's background: inspection, file dialogs, the
 //!   engine and the local node.
 //! - [`node_window`], [`node_launch`]: the node window and the node it runs.
+//! - [`shell`]: the window of `herd` ([`HerdApp`]): the first run's
+//!   question, then the controller or the node window, switching between
+//!   them, and the remembered mode.
 //! - [`thumbnails`]: previews of the latest finished frames.
 //! - [`palette`]: every status colour.
 //!
@@ -21,8 +24,10 @@ pub mod job_form;
 pub mod node_launch;
 pub mod node_window;
 pub mod palette;
+pub mod shell;
 pub mod state;
 pub mod thumbnails;
 
 pub use controller::ControllerApp;
 pub use node_window::NodeApp;
+pub use shell::HerdApp;

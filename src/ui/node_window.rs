@@ -40,6 +40,10 @@ pub struct NodeApp {
     pub confirm_stop: bool,
     /// The last frame's thumbnail as shown, with its frame number.
     pub preview: Option<LastFrame>,
+    /// The user asked to send renders from this machine instead ("Send
+    /// renders…"); the window that holds this one
+    /// ([`super::shell::HerdApp`]) takes it.
+    pub switch_to_controller: bool,
 }
 
 /// The thumbnail of the frame the node finished last.
@@ -70,6 +74,7 @@ impl NodeApp {
             blender_missing: false,
             confirm_stop: false,
             preview: None,
+            switch_to_controller: false,
         }
     }
 
@@ -101,7 +106,17 @@ impl NodeApp {
     pub fn window_ui(&mut self, ui: &mut egui::Ui) {
         self.drain_events();
         egui::CentralPanel::default().show(ui, |ui| {
-            ui.heading("herd node");
+            ui.horizontal(|ui| {
+                ui.heading("herd node");
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    let switch = ui
+                        .button("Send renders…")
+                        .on_hover_text("Stop this node and open the controller instead");
+                    if switch.clicked() {
+                        self.switch_to_controller = true;
+                    }
+                });
+            });
             ui.add_space(6.0);
             match &self.phase {
                 NodePhase::Starting => {
