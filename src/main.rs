@@ -69,6 +69,9 @@ fn run(cli: Cli) -> Result<()> {
             None => commands::window::run_last(&runtime),
         },
         Some(Command::Controller(args)) => commands::window::run_controller(&runtime, args),
+        Some(Command::Node(args)) if let Some(toggle) = args.autostart => {
+            commands::node::set_autostart(toggle)
+        }
         Some(Command::Node(args)) if !args.headless => commands::window::run_node(&runtime, args),
         Some(Command::Node(args)) => runtime.block_on(commands::node::run(args)),
         Some(Command::Nodes(args)) => runtime.block_on(commands::nodes::run(args)),

@@ -991,3 +991,32 @@ fn the_controller_cannot_switch_to_a_node_while_a_job_runs() {
     assert_eq!(harness.state().mode(), Some(Mode::Controller));
     assert_eq!(*started.lock().unwrap(), [Mode::Controller]);
 }
+
+#[test]
+fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let autostart =
+        herd::autostart::Autostart::at(&dir.path().join("autostart"), Path::new("/usr/bin/herd"));
+    let file = dir.path().join("autostart").join("herd-node.desktop");
+    let mut launcher = ChannelLauncher::default();
+    let app = launcher.node().with_autostart(Some(autostart));
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(560.0, 500.0))
+        .build_ui_state(|ui, app: &mut NodeApp| app.window_ui(ui), app);
+    harness.run_steps(2);
+    assert!(!file.exists());
+
+    harness.get_by_label("Start at login").click();
+    harness.run_steps(2);
+    assert!(harness.state().starts_at_login);
+    let entry = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        entry.contains("\nExec=/usr/bin/herd node --minimised\n"),
+        "{entry}"
+    );
+
+    harness.get_by_label("Start at login").click();
+    harness.run_steps(2);
+    assert!(!harness.state().starts_at_login);
+    assert!(!file.exists());
+}

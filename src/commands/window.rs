@@ -91,6 +91,8 @@ fn run_window(
     mode: Option<Mode>,
 ) -> Result<()> {
     let launch = node.to_launch()?;
+    // Only a node started as a node starts minimised (at login).
+    let minimised = node.minimised && mode == Some(Mode::Node);
     let file = controller.file;
     let start = controller.start;
     let farm = controller.farm;
@@ -121,9 +123,13 @@ fn run_window(
     };
     let result = eframe::run_native(
         "herd",
-        native_options(title, size),
+        native_options(title, size, minimised),
         Box::new(move |cc| {
             repaint.set(cc.egui_ctx.clone());
+            if minimised {
+                cc.egui_ctx
+                    .send_viewport_cmd(egui::ViewportCommand::Minimized(true));
+            }
             let remembered = cc
                 .storage
                 .and_then(|storage| eframe::get_value(storage, Remembered::KEY))
@@ -216,9 +222,10 @@ impl Launcher for WindowLauncher {
     }
 }
 
-fn native_options(title: &str, size: [f32; 2]) -> eframe::NativeOptions {
+fn native_options(title: &str, size: [f32; 2], minimised: bool) -> eframe::NativeOptions {
     let mut viewport = egui::ViewportBuilder::default()
         .with_title(title)
+        .with_active(!minimised)
         .with_app_id("herd")
         .with_inner_size(size)
         .with_min_inner_size([420.0, 280.0])

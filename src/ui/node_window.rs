@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::node_launch::{NodeCommand, NodeEvent, NodeLink, NodeRunning};
 use super::palette;
+use crate::autostart::Autostart;
 use crate::node::Node;
 use crate::wire::NodeState;
 
@@ -44,6 +45,13 @@ pub struct NodeApp {
     /// renders…"); the window that holds this one
     /// ([`super::shell::HerdApp`]) takes it.
     pub switch_to_controller: bool,
+    /// This user's autostart entry ("Start at login"); `None` when there is
+    /// no place for one (no HOME).
+    pub autostart: Option<Autostart>,
+    /// Whether the node starts at login, as the box shows it.
+    pub starts_at_login: bool,
+    /// Changing the autostart entry failed: why.
+    pub autostart_error: Option<String>,
 }
 
 /// The thumbnail of the frame the node finished last.
@@ -75,6 +83,43 @@ impl NodeApp {
             confirm_stop: false,
             preview: None,
             switch_to_controller: false,
+            autostart: None,
+            starts_at_login: false,
+            autostart_error: None,
+        }
+        .with_autostart(Autostart::user().ok())
+    }
+
+    /// The window with `autostart` as the entry its "Start at login" box
+    /// writes and removes (tests give one in a temporary folder).
+    pub fn with_autostart(mut self, autostart: Option<Autostart>) -> Self {
+        self.starts_at_login = autostart.as_ref().is_some_and(Autostart::enabled);
+        self.autostart = autostart;
+        self
+    }
+
+    /// The "Start at login" box. Writing or removing the entry is one small
+    /// file in the user's config dir, done on the click itself, as eframe
+    /// writes its own settings.
+    fn autostart_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(autostart) = &self.autostart else {
+            return;
+        };
+        let changed = ui
+            .checkbox(&mut self.starts_at_login, "Start at login")
+            .on_hover_text(format!(
+                "Start this node minimised when you log in ({})",
+                autostart.file.display()
+            ))
+            .changed();
+        if changed {
+            self.autostart_error = autostart.set(self.starts_at_login).err().map(|err| {
+                self.starts_at_login = autostart.enabled();
+                err.to_string()
+            });
+        }
+        if let Some(err) = &self.autostart_error {
+            ui.colored_label(palette::ERROR, err);
         }
     }
 
@@ -117,6 +162,7 @@ impl NodeApp {
                     }
                 });
             });
+            self.autostart_ui(ui);
             ui.add_space(6.0);
             match &self.phase {
                 NodePhase::Starting => {
