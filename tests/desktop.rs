@@ -3,6 +3,8 @@
 //! second node on the same port raises the first one instead of starting.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::process::Command;
 
 fn herd() -> Command {
@@ -34,4 +36,28 @@ fn autostart_on_writes_the_login_entry_and_off_removes_it() {
         .unwrap();
     assert!(off.status.success(), "{off:?}");
     assert!(!file.exists());
+}
+
+#[test]
+fn a_second_node_start_asks_the_running_node_to_show_its_window_and_exits() {
+    let mut first = common::NodeProcess::start(&[]);
+    let port = first.url.rsplit(':').next().unwrap().to_string();
+    let work_dir = tempfile::tempdir().unwrap();
+    // A window start (no --headless): it must not get as far as a window.
+    let second = herd()
+        .args(["node", "--port", &port, "--discovery-port", "0"])
+        .arg("--work-dir")
+        .arg(work_dir.path())
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{second:?}");
+    assert!(stdout.contains("already runs on this machine"), "{stdout}");
+    // The first node serves on, untouched.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let info = runtime.block_on(first.info());
+    assert_eq!(info["state"], "idle");
+    first.terminate();
 }

@@ -13,6 +13,7 @@ use clap::Args;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use herd::node::instance;
 use herd::ui::bridge::{self, BridgeConfig, Notify};
 use herd::ui::controller::Remembered;
 use herd::ui::node_launch;
@@ -33,12 +34,11 @@ const ICON_PNG: &[u8] = include_bytes!("../../assets/icon.png");
 /// machine, or the question of what the machine is for the first time.
 pub fn run_last(runtime: &tokio::runtime::Runtime) -> Result<()> {
     let mode = ModeFile::user().load();
-    run_window(
-        runtime,
-        defaults::<ControllerArgs>()?,
-        defaults::<NodeArgs>()?,
-        mode,
-    )
+    let node = defaults::<NodeArgs>()?;
+    if mode == Some(Mode::Node) && raised_running_node(runtime, &node) {
+        return Ok(());
+    }
+    run_window(runtime, defaults::<ControllerArgs>()?, node, mode)
 }
 
 /// Opens `file` in the controller window (`herd FILE.blend`, a .blend
@@ -74,12 +74,33 @@ pub fn run_controller(runtime: &tokio::runtime::Runtime, args: ControllerArgs) -
 
 /// Opens the node window and runs the node in it.
 pub fn run_node(runtime: &tokio::runtime::Runtime, args: NodeArgs) -> Result<()> {
+    if raised_running_node(runtime, &args) {
+        return Ok(());
+    }
     run_window(
         runtime,
         defaults::<ControllerArgs>()?,
         args,
         Some(Mode::Node),
     )
+}
+
+/// Whether a herd node already serves on this machine at `args`'s port;
+/// if so it was asked to show its window, and this start says so and
+/// leaves (a second node could not take the port anyway).
+fn raised_running_node(runtime: &tokio::runtime::Runtime, args: &NodeArgs) -> bool {
+    if args.port == 0 {
+        return false;
+    }
+    let token = args.token.as_deref().filter(|token| !token.is_empty());
+    let Some(info) = runtime.block_on(instance::raise_running(args.port, token)) else {
+        return false;
+    };
+    println!(
+        "herd node '{}' already runs on this machine (http://127.0.0.1:{}): its window was asked to show itself",
+        info.name, args.port
+    );
+    true
 }
 
 /// Opens the window in `mode` (asking when `None`); `controller` and `node`

@@ -52,6 +52,9 @@ pub struct NodeApp {
     pub starts_at_login: bool,
     /// Changing the autostart entry failed: why.
     pub autostart_error: Option<String>,
+    /// herd was started again on this machine and the window should come
+    /// back; [`NodeApp::logic`] does it.
+    pub show_requested: bool,
 }
 
 /// The thumbnail of the frame the node finished last.
@@ -86,6 +89,7 @@ impl NodeApp {
             autostart: None,
             starts_at_login: false,
             autostart_error: None,
+            show_requested: false,
         }
         .with_autostart(Autostart::user().ok())
     }
@@ -128,6 +132,10 @@ impl NodeApp {
     /// minimised, so the background never waits on the window.
     pub fn drain_events(&mut self) {
         while let Ok(event) = self.link.events.try_recv() {
+            if matches!(event, NodeEvent::Show) {
+                self.show_requested = true;
+                continue;
+            }
             self.blender_missing = false;
             self.phase = match event {
                 NodeEvent::Starting => NodePhase::Starting,
@@ -137,7 +145,20 @@ impl NodeApp {
                     NodePhase::Failed(message)
                 }
                 NodeEvent::Stopped(result) => NodePhase::Stopped(result.err()),
+                NodeEvent::Show => continue,
             };
+        }
+    }
+
+    /// Takes in the background's events and brings the window back when
+    /// herd was started again (eframe calls it while minimised, too).
+    pub fn logic(&mut self, ctx: &egui::Context) {
+        self.drain_events();
+        if std::mem::take(&mut self.show_requested) {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Minimized(false));
+            ctx.send_viewport_cmd(egui::ViewportCommand::Visible(true));
+            ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
+            ctx.request_repaint();
         }
     }
 
@@ -149,7 +170,7 @@ impl NodeApp {
 
     /// Draws the whole window.
     pub fn window_ui(&mut self, ui: &mut egui::Ui) {
-        self.drain_events();
+        self.logic(&ui.ctx().clone());
         egui::CentralPanel::default().show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.heading("herd node");
@@ -208,8 +229,8 @@ impl NodeApp {
 }
 
 impl eframe::App for NodeApp {
-    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
-        self.drain_events();
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        NodeApp::logic(self, ctx);
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {

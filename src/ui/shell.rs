@@ -220,7 +220,7 @@ impl HerdApp {
         match &mut self.screen {
             Screen::Choose => {}
             Screen::Controller(app) => app.logic(ctx),
-            Screen::Node(app) => app.drain_events(),
+            Screen::Node(app) => app.logic(ctx),
         }
     }
 
