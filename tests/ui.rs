@@ -1020,3 +1020,68 @@ fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
     assert!(!harness.state().starts_at_login);
     assert!(!file.exists());
 }
+
+#[test]
+fn the_command_typed_in_the_job_panel_gets_the_jobs_summary_when_it_ends() {
+    let runtime = runtime();
+    let work_dir = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let written = work_dir.path().join("summary.json");
+    let shutdown = CancellationToken::new();
+    let config = BridgeConfig {
+        blender: Some(common::blender()),
+        local: true,
+        work_dir: Some(work_dir.path().to_path_buf()),
+        discovery_port: None,
+        ..BridgeConfig::default()
+    };
+    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
+    let mut app = ControllerApp::new(link);
+    app.open(common::demo_blend());
+    let mut harness = controller_harness(app);
+    harness.set_size(egui::vec2(900.0, 900.0));
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        app.inspecting.is_none()
+    });
+    {
+        let app = harness.state_mut();
+        let (_, form) = app.scene.as_mut().expect("the job panel is shown");
+        form.frames = "1".into();
+        form.resolution_percent = 25;
+        form.output_dir = out_dir.path().display().to_string();
+    }
+    harness.run_steps(2);
+    let field = "When the job ends, run:";
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, field)
+        .focus();
+    harness.run();
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, field)
+        .type_text(&format!("cat > '{}'", written.display()));
+    harness.run();
+    harness.get_by_label("Start").click();
+    harness.step();
+    step_until(&mut harness, Duration::from_secs(300), |app| {
+        !app.job_running()
+    });
+    step_until(&mut harness, Duration::from_secs(10), |_| written.is_file());
+    // The command may still be writing: wait for the whole document.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let summary: serde_json::Value = loop {
+        let text = std::fs::read_to_string(&written).unwrap();
+        if let Ok(summary) = serde_json::from_str(&text) {
+            break summary;
+        }
+        assert!(Instant::now() < deadline, "not JSON: {text:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(summary["outcome"], "complete");
+    assert_eq!(summary["frames_done"], 1);
+    assert!(
+        harness.state().remembered.on_end.starts_with("cat > "),
+        "the command is remembered for the next run"
+    );
+    shutdown.cancel();
+    runtime.block_on(task).unwrap();
+}

@@ -14,6 +14,7 @@
 //!   question, then the controller or the node window, switching between
 //!   them, and the remembered mode.
 //! - [`thumbnails`]: previews of the latest finished frames.
+//! - [`notify`]: desktop notifications (a job's end).
 //! - [`palette`]: every status colour.
 //!
 //! [`JobSpec`]: crate::controller::engine::JobSpec
@@ -23,6 +24,7 @@ pub mod controller;
 pub mod job_form;
 pub mod node_launch;
 pub mod node_window;
+pub mod notify;
 pub mod palette;
 pub mod shell;
 pub mod state;
