@@ -132,6 +132,19 @@ fn simulated_job() -> Vec<EngineEvent> {
     events
 }
 
+/// The next command the window sent, past the focus reports it sends on
+/// its own.
+fn next_command(
+    end: &mut bridge::BridgeEnd,
+) -> Result<BridgeCommand, tokio::sync::mpsc::error::TryRecvError> {
+    loop {
+        match end.commands.try_recv() {
+            Ok(BridgeCommand::WindowFocused(_)) => {}
+            other => return other,
+        }
+    }
+}
+
 /// A window fed [`simulated_job`] through the bridge's channel, as the real
 /// bridge would.
 fn window_with_job() -> (Harness<'static, ControllerApp>, bridge::BridgeEnd) {
@@ -205,7 +218,7 @@ fn dropping_a_file_that_is_no_blend_says_so_and_reads_nothing() {
     harness.run();
     harness.get_by_label_contains("holiday.png is not a .blend file");
     assert!(
-        end.commands.try_recv().is_err(),
+        next_command(&mut end).is_err(),
         "nothing was sent to inspect"
     );
 }
@@ -571,7 +584,7 @@ fn a_server_added_by_address_goes_to_the_background_and_a_bad_one_is_refused() {
     type_into(&mut harness, "http://10.0.0.5:8082/");
     harness.get_by_label("Add").click();
     harness.run();
-    match end.commands.try_recv() {
+    match next_command(&mut end) {
         Ok(BridgeCommand::AddNode(uri)) => assert_eq!(uri, "http://10.0.0.5:8082"),
         other => panic!("expected AddNode, got {other:?}"),
     }
@@ -579,7 +592,7 @@ fn a_server_added_by_address_goes_to_the_background_and_a_bad_one_is_refused() {
     harness.get_by_label("Add").click();
     harness.run();
     harness.get_by_label_contains("'10.0.0.6' is not a server address");
-    assert!(end.commands.try_recv().is_err(), "nothing was sent");
+    assert!(next_command(&mut end).is_err(), "nothing was sent");
 }
 
 /// Types into the "Add a server" field: focus it, then type.
@@ -689,7 +702,7 @@ fn pause_and_resume_go_to_the_job_and_the_window_says_it_is_paused() {
     let (mut harness, mut end) = window_with_job();
     harness.get_by_label("Pause").click();
     harness.run();
-    match end.commands.try_recv() {
+    match next_command(&mut end) {
         Ok(BridgeCommand::Engine(EngineCommand::SetPaused(true))) => {}
         other => panic!("expected SetPaused(true), got {other:?}"),
     }
@@ -702,7 +715,7 @@ fn pause_and_resume_go_to_the_job_and_the_window_says_it_is_paused() {
     harness.get_by_label_contains("Paused: no new frame starts");
     harness.get_by_label("Resume").click();
     harness.run();
-    match end.commands.try_recv() {
+    match next_command(&mut end) {
         Ok(BridgeCommand::Engine(EngineCommand::SetPaused(false))) => {}
         other => panic!("expected SetPaused(false), got {other:?}"),
     }
@@ -902,7 +915,8 @@ fn herd_window(modes: &ModeFile) -> (Harness<'static, HerdApp>, Arc<std::sync::M
         modes.load(),
     );
     let mut harness = Harness::builder()
-        .with_size(SIZE)
+        .with_size(egui::vec2(560.0, 400.0))
+        .wgpu()
         .build_ui_state(|ui, app: &mut HerdApp| app.window_ui(ui), app);
     harness.run_steps(2);
     (harness, started)
@@ -916,6 +930,7 @@ fn the_first_run_asks_what_the_machine_is_for_and_remembers_render_node() {
     assert!(matches!(harness.state().screen, Screen::Choose));
     harness.get_by_label("What is this machine for?");
     harness.get_by_label("Send renders");
+    harness.snapshot("first_run");
     harness.get_by_label("Render for the farm").click();
     harness.run_steps(2);
 
