@@ -72,6 +72,8 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Node(args)) if let Some(toggle) = args.autostart => {
             commands::node::set_autostart(toggle)
         }
+        // One node per machine and port: a second start raises the first.
+        Some(Command::Node(args)) if commands::node::raised_running_node(&runtime, &args) => Ok(()),
         Some(Command::Node(args)) if !args.headless => commands::window::run_node(&runtime, args),
         Some(Command::Node(args)) => runtime.block_on(commands::node::run(args)),
         Some(Command::Nodes(args)) => runtime.block_on(commands::nodes::run(args)),

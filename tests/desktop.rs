@@ -55,6 +55,22 @@ fn a_second_node_start_asks_the_running_node_to_show_its_window_and_exits() {
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(second.status.success(), "{second:?}");
     assert!(stdout.contains("already runs on this machine"), "{stdout}");
+    // Headless too: a service started twice does not fight for the port.
+    let headless = herd()
+        .args([
+            "node",
+            "--headless",
+            "--port",
+            &port,
+            "--discovery-port",
+            "0",
+        ])
+        .arg("--work-dir")
+        .arg(work_dir.path())
+        .output()
+        .unwrap();
+    assert!(headless.status.success(), "{headless:?}");
+    assert!(String::from_utf8_lossy(&headless.stdout).contains("already runs on this machine"));
     // The first node serves on, untouched.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let info = runtime.block_on(first.info());

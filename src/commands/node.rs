@@ -9,6 +9,7 @@ use clap::Args;
 
 use herd::autostart::Autostart;
 use herd::node;
+use herd::node::instance;
 use herd::node::launch::{self, NodeDiscovery, NodeLaunch};
 use herd::wire::DEFAULT_PORT;
 
@@ -139,6 +140,24 @@ impl NodeArgs {
             simulate: self.simulate_ms.map(Duration::from_millis),
         })
     }
+}
+
+/// Whether a herd node already serves on this machine at `args`'s port;
+/// if so it was asked to show its window, and this start says so and
+/// leaves (a second node could not take the port anyway).
+pub fn raised_running_node(runtime: &tokio::runtime::Runtime, args: &NodeArgs) -> bool {
+    if args.port == 0 {
+        return false;
+    }
+    let token = args.token.as_deref().filter(|token| !token.is_empty());
+    let Some(info) = runtime.block_on(instance::raise_running(args.port, token)) else {
+        return false;
+    };
+    println!(
+        "herd node '{}' already runs on this machine (http://127.0.0.1:{}): its window was asked to show itself",
+        info.name, args.port
+    );
+    true
 }
 
 /// Runs `herd node --headless`.

@@ -13,7 +13,6 @@ use clap::Args;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use herd::node::instance;
 use herd::ui::bridge::{self, BridgeConfig, Notify};
 use herd::ui::controller::Remembered;
 use herd::ui::node_launch;
@@ -35,7 +34,7 @@ const ICON_PNG: &[u8] = include_bytes!("../../assets/icon.png");
 pub fn run_last(runtime: &tokio::runtime::Runtime) -> Result<()> {
     let mode = ModeFile::user().load();
     let node = defaults::<NodeArgs>()?;
-    if mode == Some(Mode::Node) && raised_running_node(runtime, &node) {
+    if mode == Some(Mode::Node) && super::node::raised_running_node(runtime, &node) {
         return Ok(());
     }
     run_window(runtime, defaults::<ControllerArgs>()?, node, mode)
@@ -74,33 +73,12 @@ pub fn run_controller(runtime: &tokio::runtime::Runtime, args: ControllerArgs) -
 
 /// Opens the node window and runs the node in it.
 pub fn run_node(runtime: &tokio::runtime::Runtime, args: NodeArgs) -> Result<()> {
-    if raised_running_node(runtime, &args) {
-        return Ok(());
-    }
     run_window(
         runtime,
         defaults::<ControllerArgs>()?,
         args,
         Some(Mode::Node),
     )
-}
-
-/// Whether a herd node already serves on this machine at `args`'s port;
-/// if so it was asked to show its window, and this start says so and
-/// leaves (a second node could not take the port anyway).
-fn raised_running_node(runtime: &tokio::runtime::Runtime, args: &NodeArgs) -> bool {
-    if args.port == 0 {
-        return false;
-    }
-    let token = args.token.as_deref().filter(|token| !token.is_empty());
-    let Some(info) = runtime.block_on(instance::raise_running(args.port, token)) else {
-        return false;
-    };
-    println!(
-        "herd node '{}' already runs on this machine (http://127.0.0.1:{}): its window was asked to show itself",
-        info.name, args.port
-    );
-    true
 }
 
 /// Opens the window in `mode` (asking when `None`); `controller` and `node`
