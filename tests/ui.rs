@@ -1100,3 +1100,26 @@ fn the_command_typed_in_the_job_panel_gets_the_jobs_summary_when_it_ends() {
     shutdown.cancel();
     runtime.block_on(task).unwrap();
 }
+
+#[test]
+fn a_second_start_brings_the_node_window_back() {
+    let mut launcher = ChannelLauncher::default();
+    let app = launcher.node().with_autostart(None);
+    let (events, _commands) = launcher.node_ends.pop().unwrap();
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(560.0, 500.0))
+        .build_ui_state(|ui, app: &mut NodeApp| app.window_ui(ui), app);
+    harness.run_steps(2);
+    events.try_send(node_launch::NodeEvent::Show).unwrap();
+    harness.step();
+    let commands = &harness.output().viewport_output[&egui::ViewportId::ROOT].commands;
+    assert!(
+        commands.contains(&egui::ViewportCommand::Minimized(false)),
+        "{commands:?}"
+    );
+    assert!(
+        commands.contains(&egui::ViewportCommand::Focus),
+        "{commands:?}"
+    );
+    assert!(!harness.state().show_requested);
+}
