@@ -563,7 +563,7 @@ impl JobEnd {
         let focused = self.focused.load(std::sync::atomic::Ordering::Relaxed);
         let words = match result {
             Ok(summary) => job_end::notification(summary),
-            Err(err) => Some(("herd: the job could not run".into(), err.clone())),
+            Err(err) => Some(("herd: the job failed".into(), err.clone())),
         };
         if let (false, Some((title, body))) = (focused, words) {
             let shown = tokio::task::spawn_blocking(move || notify::show(&title, &body)).await;
