@@ -5,9 +5,11 @@
 //! - [`blender`]: Blender kept loaded in a child process.
 //! - [`node`]: the render node (HTTP API, renderer, beacon).
 //! - [`controller`]: finding nodes on the LAN.
+//! - [`autostart`]: starting the node at login (XDG autostart).
 //! - `ui` (feature `gui`, on by default): the desktop window (egui) for
 //!   controller and node.
 
+pub mod autostart;
 pub mod blender;
 pub mod controller;
 pub mod lan;

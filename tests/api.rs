@@ -478,3 +478,39 @@ async fn oversized_render_requests_are_413_in_json() {
         "{json}"
     );
 }
+
+#[tokio::test]
+async fn show_is_taken_from_loopback_only_and_reaches_the_window_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), None);
+    let mut show = node.subscribe_show();
+    let app = api::router(Arc::clone(&node));
+
+    let (status, json) = send(
+        &app,
+        request(
+            Method::POST,
+            "/api/v1/show",
+            "192.0.2.7:40000",
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("only this machine")
+    );
+    assert!(!show.has_changed().unwrap());
+
+    let (status, _) = send(
+        &app,
+        request(Method::POST, "/api/v1/show", LOCAL, Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(show.has_changed().unwrap());
+    assert_eq!(*show.borrow_and_update(), 1);
+}

@@ -411,3 +411,43 @@ fn nodes_with_a_token_need_it_and_unusable_nodes_stop_the_job_clearly() {
     );
     assert_eq!(check_frames(out.path(), 1..=2), 2);
 }
+
+#[test]
+fn the_on_end_command_gets_the_jobs_summary_as_json_on_stdin() {
+    let node = NodeProcess::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let written = work.path().join("summary.json");
+    let on_end = format!("cat > '{}'", written.display());
+    let output = render_command(
+        &demo_blend(),
+        out.path(),
+        work.path(),
+        &[&node],
+        &[
+            "--frames",
+            "1-2",
+            "--no-local",
+            "--resolution-percent",
+            "25",
+            "--on-end",
+            &on_end,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&written).unwrap()).unwrap();
+    assert_eq!(summary["outcome"], "complete");
+    assert_eq!(summary["frames_total"], 2);
+    assert_eq!(summary["frames_done"], 2);
+    assert_eq!(summary["nodes"][0]["frames"], 2);
+    assert_eq!(
+        summary["output_dir"].as_str().map(Path::new),
+        Some(out.path())
+    );
+}

@@ -1,6 +1,7 @@
 //! The windows, driven headless with egui_kittest: simulated engine events
 //! fill the servers table and the frame grid, a dropped .blend is read by
 //! the real Blender, and the node window says when Blender is missing.
+//! `herd`'s window asks what the machine is for and switches modes.
 //! Snapshots render on Mesa's software Vulkan (`mesa-vulkan-drivers`); the
 //! one test that runs discovery keeps it on loopback
 //! (`herd::lan::force_loopback_only`).
@@ -21,9 +22,11 @@ use herd::controller::engine::{
 };
 use herd::controller::scheduler::FrameState;
 use herd::ui::bridge::{self, BridgeCommand, BridgeConfig, BridgeEvent};
+use herd::ui::controller::Remembered;
 use herd::ui::node_launch::{self, NodeCommand, NodeLaunch};
 use herd::ui::node_window::NodePhase;
-use herd::ui::{ControllerApp, NodeApp};
+use herd::ui::shell::{Launcher, Mode, ModeFile, Screen};
+use herd::ui::{ControllerApp, HerdApp, NodeApp};
 
 const SIZE: egui::Vec2 = egui::vec2(800.0, 500.0);
 
@@ -129,6 +132,19 @@ fn simulated_job() -> Vec<EngineEvent> {
     events
 }
 
+/// The next command the window sent, past the focus reports it sends on
+/// its own.
+fn next_command(
+    end: &mut bridge::BridgeEnd,
+) -> Result<BridgeCommand, tokio::sync::mpsc::error::TryRecvError> {
+    loop {
+        match end.commands.try_recv() {
+            Ok(BridgeCommand::WindowFocused(_)) => {}
+            other => return other,
+        }
+    }
+}
+
 /// A window fed [`simulated_job`] through the bridge's channel, as the real
 /// bridge would.
 fn window_with_job() -> (Harness<'static, ControllerApp>, bridge::BridgeEnd) {
@@ -202,7 +218,7 @@ fn dropping_a_file_that_is_no_blend_says_so_and_reads_nothing() {
     harness.run();
     harness.get_by_label_contains("holiday.png is not a .blend file");
     assert!(
-        end.commands.try_recv().is_err(),
+        next_command(&mut end).is_err(),
         "nothing was sent to inspect"
     );
 }
@@ -568,7 +584,7 @@ fn a_server_added_by_address_goes_to_the_background_and_a_bad_one_is_refused() {
     type_into(&mut harness, "http://10.0.0.5:8082/");
     harness.get_by_label("Add").click();
     harness.run();
-    match end.commands.try_recv() {
+    match next_command(&mut end) {
         Ok(BridgeCommand::AddNode(uri)) => assert_eq!(uri, "http://10.0.0.5:8082"),
         other => panic!("expected AddNode, got {other:?}"),
     }
@@ -576,7 +592,7 @@ fn a_server_added_by_address_goes_to_the_background_and_a_bad_one_is_refused() {
     harness.get_by_label("Add").click();
     harness.run();
     harness.get_by_label_contains("'10.0.0.6' is not a server address");
-    assert!(end.commands.try_recv().is_err(), "nothing was sent");
+    assert!(next_command(&mut end).is_err(), "nothing was sent");
 }
 
 /// Types into the "Add a server" field: focus it, then type.
@@ -686,7 +702,7 @@ fn pause_and_resume_go_to_the_job_and_the_window_says_it_is_paused() {
     let (mut harness, mut end) = window_with_job();
     harness.get_by_label("Pause").click();
     harness.run();
-    match end.commands.try_recv() {
+    match next_command(&mut end) {
         Ok(BridgeCommand::Engine(EngineCommand::SetPaused(true))) => {}
         other => panic!("expected SetPaused(true), got {other:?}"),
     }
@@ -699,7 +715,7 @@ fn pause_and_resume_go_to_the_job_and_the_window_says_it_is_paused() {
     harness.get_by_label_contains("Paused: no new frame starts");
     harness.get_by_label("Resume").click();
     harness.run();
-    match end.commands.try_recv() {
+    match next_command(&mut end) {
         Ok(BridgeCommand::Engine(EngineCommand::SetPaused(false))) => {}
         other => panic!("expected SetPaused(false), got {other:?}"),
     }
@@ -856,4 +872,254 @@ fn a_minimised_window_never_stalls_a_job() {
 
     shutdown.cancel();
     runtime.block_on(task).unwrap();
+}
+
+/// Starts windows fed by channels the test holds, and records which modes
+/// were started.
+#[derive(Default)]
+struct ChannelLauncher {
+    started: Arc<std::sync::Mutex<Vec<Mode>>>,
+    bridge_ends: Vec<bridge::BridgeEnd>,
+    node_ends: Vec<(
+        tokio::sync::mpsc::Sender<node_launch::NodeEvent>,
+        tokio::sync::mpsc::Receiver<NodeCommand>,
+    )>,
+}
+
+impl Launcher for ChannelLauncher {
+    fn controller(&mut self, remembered: Remembered) -> ControllerApp {
+        self.started.lock().unwrap().push(Mode::Controller);
+        let (link, end) = bridge::channel();
+        self.bridge_ends.push(end);
+        ControllerApp::with_remembered(link, remembered)
+    }
+
+    fn node(&mut self) -> NodeApp {
+        self.started.lock().unwrap().push(Mode::Node);
+        let (events_tx, events) = tokio::sync::mpsc::channel(8);
+        let (commands, commands_rx) = tokio::sync::mpsc::channel(8);
+        self.node_ends.push((events_tx, commands_rx));
+        NodeApp::new(node_launch::NodeLink { events, commands })
+    }
+}
+
+/// `herd`'s window on the mode file `modes`, as `herd` alone opens it, and
+/// the modes its launcher started.
+fn herd_window(modes: &ModeFile) -> (Harness<'static, HerdApp>, Arc<std::sync::Mutex<Vec<Mode>>>) {
+    let launcher = ChannelLauncher::default();
+    let started = Arc::clone(&launcher.started);
+    let app = HerdApp::new(
+        Box::new(launcher),
+        modes.clone(),
+        Remembered::default(),
+        modes.load(),
+    );
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(560.0, 400.0))
+        .wgpu()
+        .build_ui_state(|ui, app: &mut HerdApp| app.window_ui(ui), app);
+    harness.run_steps(2);
+    (harness, started)
+}
+
+#[test]
+fn the_first_run_asks_what_the_machine_is_for_and_remembers_render_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let modes = ModeFile::at(&dir.path().join("window"));
+    let (mut harness, started) = herd_window(&modes);
+    assert!(matches!(harness.state().screen, Screen::Choose));
+    harness.get_by_label("What is this machine for?");
+    harness.get_by_label("Send renders");
+    harness.snapshot("first_run");
+    harness.get_by_label("Render for the farm").click();
+    harness.run_steps(2);
+
+    assert_eq!(harness.state().mode(), Some(Mode::Node));
+    assert_eq!(*started.lock().unwrap(), [Mode::Node]);
+    harness.get_by_label("herd node");
+    harness.get_by_label("Starting: finding Blender and opening the ports…");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("window")).unwrap(),
+        "node"
+    );
+
+    // The next start follows the choice without asking.
+    drop(harness);
+    let (harness, started) = herd_window(&modes);
+    assert_eq!(harness.state().mode(), Some(Mode::Node));
+    assert!(
+        harness
+            .query_by_label("What is this machine for?")
+            .is_none()
+    );
+    assert_eq!(*started.lock().unwrap(), [Mode::Node]);
+}
+
+#[test]
+fn the_first_run_can_choose_to_send_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let modes = ModeFile::at(&dir.path().join("window"));
+    let (mut harness, started) = herd_window(&modes);
+    harness.get_by_label("Send renders").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().mode(), Some(Mode::Controller));
+    assert_eq!(*started.lock().unwrap(), [Mode::Controller]);
+    harness.get_by_label("Open…");
+    assert_eq!(modes.load(), Some(Mode::Controller));
+}
+
+#[test]
+fn either_window_switches_to_the_other_and_the_switch_is_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let modes = ModeFile::at(&dir.path().join("window"));
+    modes.save(Mode::Controller).unwrap();
+    let (mut harness, started) = herd_window(&modes);
+    assert_eq!(harness.state().mode(), Some(Mode::Controller));
+
+    harness.get_by_label("Render for the farm…").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().mode(), Some(Mode::Node));
+    harness.get_by_label("herd node");
+    assert_eq!(modes.load(), Some(Mode::Node));
+
+    harness.get_by_label("Send renders…").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().mode(), Some(Mode::Controller));
+    harness.get_by_label("Open…");
+    assert_eq!(modes.load(), Some(Mode::Controller));
+    assert_eq!(
+        *started.lock().unwrap(),
+        [Mode::Controller, Mode::Node, Mode::Controller]
+    );
+}
+
+#[test]
+fn the_controller_cannot_switch_to_a_node_while_a_job_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let modes = ModeFile::at(&dir.path().join("window"));
+    modes.save(Mode::Controller).unwrap();
+    let (mut harness, started) = herd_window(&modes);
+    harness.state_mut().controller().unwrap().job_active = true;
+    harness.run_steps(2);
+    harness.get_by_label("Render for the farm…").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().mode(), Some(Mode::Controller));
+    assert_eq!(*started.lock().unwrap(), [Mode::Controller]);
+}
+
+#[test]
+fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let autostart =
+        herd::autostart::Autostart::at(&dir.path().join("autostart"), Path::new("/usr/bin/herd"));
+    let file = dir.path().join("autostart").join("herd-node.desktop");
+    let mut launcher = ChannelLauncher::default();
+    let app = launcher.node().with_autostart(Some(autostart));
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(560.0, 500.0))
+        .build_ui_state(|ui, app: &mut NodeApp| app.window_ui(ui), app);
+    harness.run_steps(2);
+    assert!(!file.exists());
+
+    harness.get_by_label("Start at login").click();
+    harness.run_steps(2);
+    assert!(harness.state().starts_at_login);
+    let entry = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        entry.contains("\nExec=/usr/bin/herd node --minimised\n"),
+        "{entry}"
+    );
+
+    harness.get_by_label("Start at login").click();
+    harness.run_steps(2);
+    assert!(!harness.state().starts_at_login);
+    assert!(!file.exists());
+}
+
+#[test]
+fn the_command_typed_in_the_job_panel_gets_the_jobs_summary_when_it_ends() {
+    let runtime = runtime();
+    let work_dir = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let written = work_dir.path().join("summary.json");
+    let shutdown = CancellationToken::new();
+    let config = BridgeConfig {
+        blender: Some(common::blender()),
+        local: true,
+        work_dir: Some(work_dir.path().to_path_buf()),
+        discovery_port: None,
+        ..BridgeConfig::default()
+    };
+    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
+    let mut app = ControllerApp::new(link);
+    app.open(common::demo_blend());
+    let mut harness = controller_harness(app);
+    harness.set_size(egui::vec2(900.0, 900.0));
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        app.inspecting.is_none()
+    });
+    {
+        let app = harness.state_mut();
+        let (_, form) = app.scene.as_mut().expect("the job panel is shown");
+        form.frames = "1".into();
+        form.resolution_percent = 25;
+        form.output_dir = out_dir.path().display().to_string();
+    }
+    harness.run_steps(2);
+    let field = "When the job ends, run:";
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, field)
+        .focus();
+    harness.run();
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, field)
+        .type_text(&format!("cat > '{}'", written.display()));
+    harness.run();
+    harness.get_by_label("Start").click();
+    harness.step();
+    step_until(&mut harness, Duration::from_secs(300), |app| {
+        !app.job_running()
+    });
+    step_until(&mut harness, Duration::from_secs(10), |_| written.is_file());
+    // The command may still be writing: wait for the whole document.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let summary: serde_json::Value = loop {
+        let text = std::fs::read_to_string(&written).unwrap();
+        if let Ok(summary) = serde_json::from_str(&text) {
+            break summary;
+        }
+        assert!(Instant::now() < deadline, "not JSON: {text:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(summary["outcome"], "complete");
+    assert_eq!(summary["frames_done"], 1);
+    assert!(
+        harness.state().remembered.on_end.starts_with("cat > "),
+        "the command is remembered for the next run"
+    );
+    shutdown.cancel();
+    runtime.block_on(task).unwrap();
+}
+
+#[test]
+fn a_second_start_brings_the_node_window_back() {
+    let mut launcher = ChannelLauncher::default();
+    let app = launcher.node().with_autostart(None);
+    let (events, _commands) = launcher.node_ends.pop().unwrap();
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(560.0, 500.0))
+        .build_ui_state(|ui, app: &mut NodeApp| app.window_ui(ui), app);
+    harness.run_steps(2);
+    events.try_send(node_launch::NodeEvent::Show).unwrap();
+    harness.step();
+    let commands = &harness.output().viewport_output[&egui::ViewportId::ROOT].commands;
+    assert!(
+        commands.contains(&egui::ViewportCommand::Minimized(false)),
+        "{commands:?}"
+    );
+    assert!(
+        commands.contains(&egui::ViewportCommand::Focus),
+        "{commands:?}"
+    );
+    assert!(!harness.state().show_requested);
 }

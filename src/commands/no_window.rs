@@ -15,6 +15,14 @@ pub fn run_last(_runtime: &tokio::runtime::Runtime) -> Result<()> {
     ))
 }
 
+/// `herd FILE.blend`: there is no window to open.
+pub fn open_file(_runtime: &tokio::runtime::Runtime, _file: std::path::PathBuf) -> Result<()> {
+    Err(no_window(
+        "herd FILE.blend",
+        "use `herd render FILE.blend` instead",
+    ))
+}
+
 /// `herd controller`: there is no window to open.
 pub fn run_controller(_runtime: &tokio::runtime::Runtime, _args: ControllerArgs) -> Result<()> {
     Err(no_window(

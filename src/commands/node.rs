@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use herd::autostart::Autostart;
 use herd::node;
+use herd::node::instance;
 use herd::node::launch::{self, NodeDiscovery, NodeLaunch};
 use herd::wire::DEFAULT_PORT;
 
@@ -69,6 +71,41 @@ pub struct NodeArgs {
     /// MS milliseconds per frame and a generated 320x180 image.
     #[arg(long, value_name = "MS")]
     pub simulate_ms: Option<u64>,
+    /// Start this node at login (`on`) or not (`off`), then exit: writes or
+    /// removes ~/.config/autostart/herd-node.desktop.
+    #[arg(long, value_name = "on|off")]
+    pub autostart: Option<Toggle>,
+    /// Open the node window minimised (what the node does at login).
+    #[arg(long, visible_alias = "minimized")]
+    pub minimised: bool,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// `herd node --autostart on|off`: writes or removes the autostart entry.
+pub fn set_autostart(toggle: Toggle) -> Result<()> {
+    let autostart = Autostart::user()?;
+    let enabled = toggle == Toggle::On;
+    autostart.set(enabled)?;
+    if enabled {
+        println!(
+            "herd node will start at login, minimised ({})",
+            autostart.file.display()
+        );
+    } else {
+        println!(
+            "herd node will not start at login ({} removed)",
+            autostart.file.display()
+        );
+    }
+    Ok(())
 }
 
 impl NodeArgs {
@@ -103,6 +140,24 @@ impl NodeArgs {
             simulate: self.simulate_ms.map(Duration::from_millis),
         })
     }
+}
+
+/// Whether a herd node already serves on this machine at `args`'s port;
+/// if so it was asked to show its window, and this start says so and
+/// leaves (a second node could not take the port anyway).
+pub fn raised_running_node(runtime: &tokio::runtime::Runtime, args: &NodeArgs) -> bool {
+    if args.port == 0 {
+        return false;
+    }
+    let token = args.token.as_deref().filter(|token| !token.is_empty());
+    let Some(info) = runtime.block_on(instance::raise_running(args.port, token)) else {
+        return false;
+    };
+    println!(
+        "herd node '{}' already runs on this machine (http://127.0.0.1:{}): its window was asked to show itself",
+        info.name, args.port
+    );
+    true
 }
 
 /// Runs `herd node --headless`.

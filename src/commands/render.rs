@@ -16,7 +16,7 @@ use herd::controller::engine::{
 use herd::controller::frames::parse_frames;
 use herd::controller::output::{OutputPlan, format_from_blender};
 use herd::controller::scheduler::SchedulerConfig;
-use herd::controller::{bake, deps, inspect, movie};
+use herd::controller::{bake, deps, inspect, job_end, movie};
 use herd::node::NodeConfig;
 use herd::wire::{ImageFormat, Overrides};
 
@@ -28,6 +28,11 @@ pub struct RenderArgs {
     pub farm: super::FarmArgs,
     /// The .blend to render.
     pub file: PathBuf,
+    /// Run this shell command when the job ends (done, failed or stopped),
+    /// with the job's summary as JSON on its stdin (HERD_JOB_OUTCOME holds
+    /// the outcome); e.g. a script, a chat webhook, a shutdown.
+    #[arg(long, value_name = "CMD")]
+    pub on_end: Option<String>,
     /// Frames to render, e.g. 1-24,30,40-50x2 (default: the scene's range).
     #[arg(long)]
     pub frames: Option<String>,
@@ -202,9 +207,34 @@ async fn render(
     if !args.json {
         print_summary(&summary);
     }
+    let ended = job_result(&summary, movie, blender_path, args.json).await;
+    if let Some(command) = &args.on_end {
+        run_on_end(command, &summary).await;
+    }
+    ended
+}
+
+/// Runs the `--on-end` command; a failure is said, not fatal: the frames
+/// are there either way.
+async fn run_on_end(command: &str, summary: &JobSummary) {
+    match job_end::run_command(command, summary).await {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("herd: the --on-end command `{command}` ended with {status}"),
+        Err(err) => eprintln!("herd: {err}"),
+    }
+}
+
+/// What the job's end means for `herd render`'s exit (a movie is encoded
+/// here once every frame is in).
+async fn job_result(
+    summary: &JobSummary,
+    movie: Option<movie::Encode>,
+    blender_path: &std::path::Path,
+    json: bool,
+) -> Result<()> {
     match &summary.outcome {
         Outcome::Complete => match movie {
-            Some(movie) => encode_movie(blender_path, &movie, args.json).await,
+            Some(movie) => encode_movie(blender_path, &movie, json).await,
             None => Ok(()),
         },
         Outcome::Cancelled => bail!(

@@ -10,6 +10,7 @@
 //! - [`frames`]: frame lists like `1-24,30,40-50x2`.
 //! - [`deps`]: a scene's external files and their place on the nodes.
 //! - [`inspect`]: reading a .blend (header version, scene settings).
+//! - [`job_end`]: the user's command and the notification at a job's end.
 
 pub mod bake;
 pub mod deps;
@@ -17,6 +18,7 @@ pub mod discovery;
 pub mod engine;
 pub mod frames;
 pub mod inspect;
+pub mod job_end;
 pub mod journal;
 pub mod movie;
 pub mod output;

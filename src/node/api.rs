@@ -45,6 +45,9 @@ pub enum ApiError {
         "{0} is not on this node's local network: only loopback, the node's subnets and --allow networks get in"
     )]
     Forbidden(std::net::IpAddr),
+    /// 403: only this machine (loopback) may ask for this.
+    #[error("{0} may not ask this: only this machine (loopback) may")]
+    LoopbackOnly(std::net::IpAddr),
     /// 404: no such thing.
     #[error("{0}")]
     NotFound(String),
@@ -70,7 +73,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::LoopbackOnly(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -131,6 +134,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/api/v1/stop", post(stop))
+        .route("/api/v1/show", post(show))
         .fallback(|| async { ApiError::NotFound("no such API route: see docs/API.md".into()) })
         .layer(DefaultBodyLimit::max(JSON_LIMIT_BYTES))
         .layer(middleware::from_fn_with_state(Arc::clone(&node), guard))
@@ -468,6 +472,21 @@ async fn resume(State(node): State<Arc<Node>>) -> Json<NodeInfo> {
     tracing::info!("resumed");
     node.resume();
     Json(node.info())
+}
+
+/// `POST /api/v1/show`: a second start of herd on this machine asks the
+/// node's window to come back. Only from loopback: no one else has a
+/// reason to pop up a window on this machine.
+async fn show(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<StatusCode, ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::LoopbackOnly(peer.ip()));
+    }
+    tracing::info!("asked to show the node's window (herd started again on this machine)");
+    node.ask_to_show();
+    Ok(StatusCode::ACCEPTED)
 }
 
 async fn stop(State(node): State<Arc<Node>>) -> StatusCode {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod beacon;
 pub mod blobs;
 pub mod http;
+pub mod instance;
 pub mod jobs;
 pub mod launch;
 pub mod renderer;
@@ -115,6 +116,9 @@ pub struct Node {
     changes: watch::Sender<u64>,
     /// Cancelled when the node shuts down (`/stop`, Ctrl-C, SIGTERM).
     pub shutdown: CancellationToken,
+    /// How many times the node was asked to show its window
+    /// (`POST /api/v1/show`, from a second start on this machine).
+    show: watch::Sender<u64>,
 }
 
 impl Node {
@@ -158,6 +162,7 @@ impl Node {
             state,
             changes,
             shutdown: CancellationToken::new(),
+            show: watch::channel(0).0,
         }))
     }
 
@@ -226,6 +231,16 @@ impl Node {
             changed
         });
         result
+    }
+
+    /// Asks the node's window, if it has one, to show itself.
+    pub fn ask_to_show(&self) {
+        self.show.send_modify(|count| *count += 1);
+    }
+
+    /// Watches the requests to show the node's window.
+    pub fn subscribe_show(&self) -> watch::Receiver<u64> {
+        self.show.subscribe()
     }
 
     /// Watches the render table's sequence number.

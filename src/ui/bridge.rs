@@ -24,9 +24,9 @@ use crate::controller::engine::{
 use crate::controller::inspect::{self, SceneInfo};
 use crate::controller::scheduler::SchedulerConfig;
 use crate::controller::watch::{self, ServerTable, WatchCommand, WatchConfig};
-use crate::controller::{bake, movie};
+use crate::controller::{bake, job_end, movie};
 
-use super::thumbnails;
+use super::{notify, thumbnails};
 
 /// Called after every event sent to the window: its `request_repaint`.
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
@@ -59,7 +59,13 @@ pub enum BridgeCommand {
         /// Its scene has unbaked simulations to bake first (see
         /// [`crate::controller::bake`]).
         bake: bool,
+        /// A shell command to run when it ends, with its summary as JSON
+        /// on stdin.
+        on_end: Option<String>,
     },
+    /// Whether the window has the keyboard focus: the desktop is notified
+    /// of a job's end only while it has not.
+    WindowFocused(bool),
     /// Pass a command to the running job.
     Engine(EngineCommand),
     /// Use this node (`http://HOST:PORT`) in the running job and the next.
@@ -353,6 +359,8 @@ async fn run(
     let mut table = ServerTable::default();
     let mut job: Option<mpsc::Sender<EngineCommand>> = None;
     let (ended_tx, mut ended_rx) = mpsc::channel::<()>(1);
+    // Shared with the job tasks, which read it when their job ends.
+    let focused = Arc::new(std::sync::atomic::AtomicBool::new(true));
     loop {
         let command = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -418,7 +426,10 @@ async fn run(
                     }
                 });
             }
-            BridgeCommand::Start { spec, bake } => {
+            BridgeCommand::WindowFocused(now) => {
+                focused.store(now, std::sync::atomic::Ordering::Relaxed);
+            }
+            BridgeCommand::Start { spec, bake, on_end } => {
                 if job.as_ref().is_some_and(|job| !job.is_closed()) {
                     out.send(BridgeEvent::Message(
                         "a job is running: cancel it before starting another".into(),
@@ -451,7 +462,11 @@ async fn run(
                     engine_config,
                     blender.clone().ok(),
                     out.clone(),
-                    ended_tx.clone(),
+                    JobEnd {
+                        ended: ended_tx.clone(),
+                        on_end,
+                        focused: Arc::clone(&focused),
+                    },
                 ));
             }
             BridgeCommand::Decode { frame, path, size } => {
@@ -528,16 +543,60 @@ async fn run(
     }
 }
 
+/// What happens when a job ends.
+struct JobEnd {
+    /// Told when the job is over.
+    ended: mpsc::Sender<()>,
+    /// The user's command, run with the summary on stdin.
+    on_end: Option<String>,
+    /// Whether the window has the focus (then no desktop notification).
+    focused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl JobEnd {
+    /// Runs the user's command and notifies the desktop (unless the window
+    /// has the focus) for a job that ended with `result`, then says the
+    /// job is over.
+    async fn finish(self, result: &Result<engine::JobSummary, String>, out: &Out) {
+        let focused = self.focused.load(std::sync::atomic::Ordering::Relaxed);
+        let words = match result {
+            Ok(summary) => job_end::notification(summary),
+            Err(err) => Some(("herd: the job failed".into(), err.clone())),
+        };
+        if let (false, Some((title, body))) = (focused, words) {
+            let shown = tokio::task::spawn_blocking(move || notify::show(&title, &body)).await;
+            match shown {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!("{err}"),
+                Err(err) => tracing::warn!("the desktop notification failed: {err}"),
+            }
+        }
+        if let (Some(command), Ok(summary)) = (&self.on_end, result) {
+            let said = match job_end::run_command(command, summary).await {
+                Ok(status) if status.success() => None,
+                Ok(status) => Some(format!(
+                    "the job-end command `{command}` ended with {status}"
+                )),
+                Err(err) => Some(err.to_string()),
+            };
+            if let Some(said) = said {
+                out.send(BridgeEvent::Message(said)).await;
+            }
+        }
+        let _ = self.ended.send(()).await;
+    }
+}
+
 /// Starts the engine on `spec` and forwards its events; returns where its
 /// commands go. A movie scene's movie is encoded with `blender` once every
-/// frame is in. `ended` is told when the job is over.
+/// frame is in. `end` runs when the job is over.
 fn start_job(
     mut spec: JobSpec,
     bake: bool,
     engine_config: EngineConfig,
     blender: Option<PathBuf>,
     out: Out,
-    ended: mpsc::Sender<()>,
+    end: JobEnd,
 ) -> mpsc::Sender<EngineCommand> {
     spec.node_check = node_check(&spec.blend);
     let movie = movie::Encode::for_job(&spec);
@@ -548,8 +607,10 @@ fn start_job(
             match bake_simulations(&spec, blender.as_deref(), &out).await {
                 Ok(baked) => spec.baked = Some(baked),
                 Err(err) => {
-                    out.send(BridgeEvent::JobEnded(Err(err))).await;
-                    let _ = ended.send(()).await;
+                    let result = Err(err);
+                    out.send(BridgeEvent::JobEnded(result.clone().map(|_| ())))
+                        .await;
+                    end.finish(&result, &out).await;
                     return;
                 }
             }
@@ -589,8 +650,9 @@ fn start_job(
                 .await
                 .map(|()| summary.clone());
         }
-        out.send(BridgeEvent::JobEnded(result.map(|_| ()))).await;
-        let _ = ended.send(()).await;
+        out.send(BridgeEvent::JobEnded(result.clone().map(|_| ())))
+            .await;
+        end.finish(&result, &out).await;
     });
     commands
 }

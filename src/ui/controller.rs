@@ -93,6 +93,9 @@ pub struct Remembered {
     pub servers: Vec<String>,
     /// Addresses of the servers left out of jobs.
     pub left_out: BTreeSet<String>,
+    /// The shell command run when a job ends, with the job's summary as
+    /// JSON on its stdin; empty for none.
+    pub on_end: String,
 }
 
 impl Remembered {
@@ -183,6 +186,12 @@ pub struct ControllerApp {
     job_progress: Option<tokio::sync::watch::Receiver<JobProgress>>,
     /// Events taken from the background so far.
     pub events_taken: u64,
+    /// The user asked to make this machine a render node instead ("Make
+    /// this machine a render node"); the window that holds this one
+    /// ([`super::shell::HerdApp`]) takes it.
+    pub switch_to_node: bool,
+    /// The window's focus as last told to the background.
+    focus_told: Option<bool>,
 }
 
 impl ControllerApp {
@@ -207,6 +216,8 @@ impl ControllerApp {
             allow_missing: false,
             job_progress: None,
             events_taken: 0,
+            switch_to_node: false,
+            focus_told: None,
         }
     }
 
@@ -289,6 +300,13 @@ impl ControllerApp {
     /// is minimised, so the background never waits on the window.
     pub fn logic(&mut self, ctx: &egui::Context) {
         self.drain_events(ctx);
+        // The background notifies the desktop at a job's end only while
+        // the window is not the one the user looks at.
+        let focused = ctx.input(|input| input.focused);
+        if self.focus_told != Some(focused) {
+            self.focus_told = Some(focused);
+            self.send(BridgeCommand::WindowFocused(focused));
+        }
     }
 
     /// Takes in what the background sent since the last frame.
@@ -499,9 +517,11 @@ impl ControllerApp {
                 self.job_files = Some(spec.output.clone());
                 self.job_active = true;
                 let bake = crate::controller::bake::needs_bake(scene) && !spec.in_order;
+                let on_end = self.remembered.on_end.trim();
                 self.send(BridgeCommand::Start {
                     spec: Box::new(spec),
                     bake,
+                    on_end: (!on_end.is_empty()).then(|| on_end.to_string()),
                 });
             }
             Err(err) => self.message = Some((MessageKind::Error, err)),
@@ -550,6 +570,17 @@ impl ControllerApp {
             }
             ui.weak("or drop a .blend anywhere in this window");
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                // Not during a job: switching ends this window's background.
+                let switch = ui
+                    .add_enabled(
+                        !self.job_running(),
+                        egui::Button::new("Render for the farm…"),
+                    )
+                    .on_hover_text("Make this machine a render node instead")
+                    .on_disabled_hover_text("Not while a job runs");
+                if switch.clicked() {
+                    self.switch_to_node = true;
+                }
                 let count = self
                     .state
                     .table_rows()
@@ -737,6 +768,15 @@ impl ControllerApp {
                     ui.end_row();
                 }
             });
+        ui.horizontal(|ui| {
+            let label = ui.label("When the job ends, run:");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.remembered.on_end)
+                    .hint_text("a shell command; it gets the job's summary as JSON on stdin")
+                    .desired_width(320.0),
+            )
+            .labelled_by(label.id);
+        });
         if missing > 0 {
             ui.checkbox(
                 &mut self.allow_missing,

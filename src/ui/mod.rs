@@ -10,7 +10,11 @@
 //! - [`bridge`]: the controller's background: inspection, file dialogs, the
 //!   engine and the local node.
 //! - [`node_window`], [`node_launch`]: the node window and the node it runs.
+//! - [`shell`]: the window of `herd` ([`HerdApp`]): the first run's
+//!   question, then the controller or the node window, switching between
+//!   them, and the remembered mode.
 //! - [`thumbnails`]: previews of the latest finished frames.
+//! - [`notify`]: desktop notifications (a job's end).
 //! - [`palette`]: every status colour.
 //!
 //! [`JobSpec`]: crate::controller::engine::JobSpec
@@ -20,9 +24,12 @@ pub mod controller;
 pub mod job_form;
 pub mod node_launch;
 pub mod node_window;
+pub mod notify;
 pub mod palette;
+pub mod shell;
 pub mod state;
 pub mod thumbnails;
 
 pub use controller::ControllerApp;
 pub use node_window::NodeApp;
+pub use shell::HerdApp;

@@ -32,6 +32,8 @@ pub enum NodeEvent {
     },
     /// The node stopped; an error says why.
     Stopped(Result<(), String>),
+    /// herd was started again on this machine: show the window.
+    Show,
 }
 
 /// What the node window asks of its background.
@@ -115,6 +117,25 @@ pub fn launch(
         };
         let node = Arc::clone(&running.node);
         send(NodeEvent::Started(running)).await;
+        // Requests to show the window (a second start) become events; the
+        // watcher ends with the node's shutdown.
+        let mut show = node.subscribe_show();
+        let shown = events_tx.clone();
+        let show_notify = Arc::clone(&notify);
+        let stop_watching = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop_watching.cancelled() => break,
+                    changed = show.changed() => {
+                        if changed.is_err() || shown.send(NodeEvent::Show).await.is_err() {
+                            break;
+                        }
+                        show_notify();
+                    }
+                }
+            }
+        });
         let served = node::serve(node, listener, discovery, shutdown.cancelled_owned())
             .await
             .map_err(|err| format!("the node's HTTP server failed: {err}"));

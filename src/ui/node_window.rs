@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::node_launch::{NodeCommand, NodeEvent, NodeLink, NodeRunning};
 use super::palette;
+use crate::autostart::Autostart;
 use crate::node::Node;
 use crate::wire::NodeState;
 
@@ -40,6 +41,20 @@ pub struct NodeApp {
     pub confirm_stop: bool,
     /// The last frame's thumbnail as shown, with its frame number.
     pub preview: Option<LastFrame>,
+    /// The user asked to send renders from this machine instead ("Send
+    /// renders…"); the window that holds this one
+    /// ([`super::shell::HerdApp`]) takes it.
+    pub switch_to_controller: bool,
+    /// This user's autostart entry ("Start at login"); `None` when there is
+    /// no place for one (no HOME).
+    pub autostart: Option<Autostart>,
+    /// Whether the node starts at login, as the box shows it.
+    pub starts_at_login: bool,
+    /// Changing the autostart entry failed: why.
+    pub autostart_error: Option<String>,
+    /// herd was started again on this machine and the window should come
+    /// back; [`NodeApp::logic`] does it.
+    pub show_requested: bool,
 }
 
 /// The thumbnail of the frame the node finished last.
@@ -70,6 +85,45 @@ impl NodeApp {
             blender_missing: false,
             confirm_stop: false,
             preview: None,
+            switch_to_controller: false,
+            autostart: None,
+            starts_at_login: false,
+            autostart_error: None,
+            show_requested: false,
+        }
+        .with_autostart(Autostart::user().ok())
+    }
+
+    /// The window with `autostart` as the entry its "Start at login" box
+    /// writes and removes (tests give one in a temporary folder).
+    pub fn with_autostart(mut self, autostart: Option<Autostart>) -> Self {
+        self.starts_at_login = autostart.as_ref().is_some_and(Autostart::enabled);
+        self.autostart = autostart;
+        self
+    }
+
+    /// The "Start at login" box. Writing or removing the entry is one small
+    /// file in the user's config dir, done on the click itself, as eframe
+    /// writes its own settings.
+    fn autostart_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(autostart) = &self.autostart else {
+            return;
+        };
+        let changed = ui
+            .checkbox(&mut self.starts_at_login, "Start at login")
+            .on_hover_text(format!(
+                "Start this node minimised when you log in ({})",
+                autostart.file.display()
+            ))
+            .changed();
+        if changed {
+            self.autostart_error = autostart.set(self.starts_at_login).err().map(|err| {
+                self.starts_at_login = autostart.enabled();
+                err.to_string()
+            });
+        }
+        if let Some(err) = &self.autostart_error {
+            ui.colored_label(palette::ERROR, err);
         }
     }
 
@@ -78,6 +132,10 @@ impl NodeApp {
     /// minimised, so the background never waits on the window.
     pub fn drain_events(&mut self) {
         while let Ok(event) = self.link.events.try_recv() {
+            if matches!(event, NodeEvent::Show) {
+                self.show_requested = true;
+                continue;
+            }
             self.blender_missing = false;
             self.phase = match event {
                 NodeEvent::Starting => NodePhase::Starting,
@@ -87,7 +145,20 @@ impl NodeApp {
                     NodePhase::Failed(message)
                 }
                 NodeEvent::Stopped(result) => NodePhase::Stopped(result.err()),
+                NodeEvent::Show => continue,
             };
+        }
+    }
+
+    /// Takes in the background's events and brings the window back when
+    /// herd was started again (eframe calls it while minimised, too).
+    pub fn logic(&mut self, ctx: &egui::Context) {
+        self.drain_events();
+        if std::mem::take(&mut self.show_requested) {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Minimized(false));
+            ctx.send_viewport_cmd(egui::ViewportCommand::Visible(true));
+            ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
+            ctx.request_repaint();
         }
     }
 
@@ -99,9 +170,20 @@ impl NodeApp {
 
     /// Draws the whole window.
     pub fn window_ui(&mut self, ui: &mut egui::Ui) {
-        self.drain_events();
+        self.logic(&ui.ctx().clone());
         egui::CentralPanel::default().show(ui, |ui| {
-            ui.heading("herd node");
+            ui.horizontal(|ui| {
+                ui.heading("herd node");
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    let switch = ui
+                        .button("Send renders…")
+                        .on_hover_text("Stop this node and open the controller instead");
+                    if switch.clicked() {
+                        self.switch_to_controller = true;
+                    }
+                });
+            });
+            self.autostart_ui(ui);
             ui.add_space(6.0);
             match &self.phase {
                 NodePhase::Starting => {
@@ -147,8 +229,8 @@ impl NodeApp {
 }
 
 impl eframe::App for NodeApp {
-    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
-        self.drain_events();
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        NodeApp::logic(self, ctx);
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
