@@ -125,6 +125,7 @@ impl Job {
                     current: None,
                     frames_done: 0,
                     secs_per_frame: None,
+                    prep_secs: None,
                     local: id == 0,
                     enabled: true,
                     error: None,

@@ -48,6 +48,7 @@ fn node(id: u32, name: &str, local: bool, status: NodeStatus) -> NodeView {
         current: None,
         frames_done: 0,
         secs_per_frame: None,
+        prep_secs: None,
         local,
         enabled: true,
         error: None,

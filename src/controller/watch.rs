@@ -211,6 +211,7 @@ fn view(
             .map(|current| (current.frame, current.progress)),
         frames_done: 0,
         secs_per_frame: None,
+        prep_secs: None,
         local: known.local,
         enabled: !left_out.contains(uri),
         error: if lost { known.error.clone() } else { None },

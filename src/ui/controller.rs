@@ -1035,10 +1035,15 @@ impl ControllerApp {
                         ui.label(node.frames_done.to_string());
                     });
                     row.col(|ui| {
-                        ui.label(
+                        let label = ui.label(
                             node.secs_per_frame
                                 .map_or_else(|| "–".to_string(), |secs| format!("{secs:.1}")),
                         );
+                        if let Some(prep) = node.prep_secs {
+                            label.on_hover_text(format!(
+                                "{prep:.2} s of a frame go before its first sample (moving to the frame, preparing the scene)"
+                            ));
+                        }
                     });
                     row.col(|ui| {
                         ui.label(last_seen(node));

@@ -218,6 +218,7 @@ mod tests {
             current: None,
             frames_done: 0,
             secs_per_frame: None,
+            prep_secs: None,
             local,
             enabled: true,
             error: None,

@@ -352,6 +352,7 @@ impl Job {
             current: None,
             frames_done: 0,
             secs_per_frame: None,
+            prep_secs: None,
             local: confirmed.local,
             enabled: !self.config.left_out.contains(&confirmed.uri),
             error: refusal.clone(),
@@ -768,7 +769,7 @@ impl Job {
 }
 
 /// The median of `values`, none when empty.
-fn median(values: &[f64]) -> Option<f64> {
+pub(super) fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let middle = sorted.len() / 2;

@@ -170,6 +170,9 @@ pub struct NodeView {
     pub frames_done: u32,
     /// Its measured seconds per frame in this job.
     pub secs_per_frame: Option<f64>,
+    /// Of those, the median seconds before the first sample (moving to the
+    /// frame, preparing the scene): what a warm scene saves.
+    pub prep_secs: Option<f64>,
     /// The controller's own node.
     pub local: bool,
     /// Left in the job.

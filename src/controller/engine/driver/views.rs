@@ -29,6 +29,7 @@ impl Job {
             if let Some(slot) = slots.get(id) {
                 entry.view.frames_done = slot.done;
                 entry.view.secs_per_frame = slot.secs_per_frame();
+                entry.view.prep_secs = median(&entry.prep_secs);
                 if slot.blocklisted {
                     entry.view.status = NodeStatus::Blocklisted;
                 }
