@@ -26,8 +26,9 @@ format and settings, every view layer and pass, its File Output nodes. Only
 the places change: the main image is written as DIR/image/NAME (NAME is the
 file part of the output path the controller chose, Blender's `#` rules
 apply), the files of the k-th File Output node under DIR/fo/k/, and
-`outputs` lists every file written, relative to DIR. A PNG preview of the
-result (for thumbnails and checks) goes to DIR/preview.png.
+`outputs` lists every file written, relative to DIR. `preview` is what the
+node checks and shrinks to a thumbnail: the frame itself when it is a PNG or
+JPEG, else an 8-bit PNG of the result written to DIR/preview.png.
     {"event": "error", "message": "..."}
 
 While a command runs, two more kinds of line come, from other threads:
@@ -440,8 +441,13 @@ def render(command):
             return {"event": "error",
                     "message": f"File Output node '{node.name}' wrote nothing for frame {frame}"}
         outputs += [f"fo/{index}/{path}" for path in written]
-    preview = os.path.join(out, "preview.png")
-    save_preview(scene, preview)
+    main = os.path.join(out, "image", images[0])
+    if len(images) == 1 and main.lower().endswith((".png", ".jpg", ".jpeg")):
+        # The frame itself is what the node checks and shrinks.
+        preview = main
+    else:
+        preview = os.path.join(out, "preview.png")
+        save_preview(scene, preview)
     answer = {"event": "rendered", "frame": frame, "dir": out, "outputs": outputs,
               "preview": preview, "render_secs": render_secs, "notes": notes}
     if not (render.use_border and render.use_crop_to_border) and not render.use_multiview:

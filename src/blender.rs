@@ -130,6 +130,20 @@ pub fn remember(path: &Path) -> std::io::Result<()> {
     std::fs::write(file, path.as_os_str().as_encoded_bytes())
 }
 
+/// The folders of PATH.
+fn path_dirs() -> impl Iterator<Item = PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+}
+
+/// The file `name` names in a folder of PATH.
+fn on_path(name: &Path) -> Option<PathBuf> {
+    path_dirs()
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
 /// Finds the Blender executable: `explicit` (from `--blender`), else
 /// `HERD_BLENDER`, else the one located in a window ([`remembered`]), else
 /// `blender` on `PATH`, else the usual install places.
@@ -138,13 +152,17 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, BlenderError> {
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os(BLENDER_ENV).map(PathBuf::from));
     if let Some(path) = given {
-        return if path.is_file() {
-            Ok(path)
+        // A bare name (`blender`, `blender-4.2`) is looked up on PATH, as a
+        // shell would.
+        let bare = path.components().count() == 1 && !path.is_file();
+        let found = if bare {
+            on_path(&path)
         } else {
-            Err(BlenderError::NotFound {
-                where_: format!(" at {}", path.display()),
-            })
+            Some(path.clone()).filter(|path| path.is_file())
         };
+        return found.ok_or_else(|| BlenderError::NotFound {
+            where_: format!(" at {}", path.display()),
+        });
     }
     let name = if cfg!(windows) {
         "blender.exe"
@@ -154,10 +172,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, BlenderError> {
     if let Some(path) = remembered() {
         return Ok(path);
     }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(name));
+    let on_path = path_dirs().map(|dir| dir.join(name));
     let usual = [
         "/usr/bin/blender",
         "/usr/local/bin/blender",
@@ -464,7 +479,8 @@ pub struct Rendered {
     pub dir: PathBuf,
     /// Every file the frame wrote, relative to `dir` (`image/...` first).
     pub outputs: Vec<String>,
-    /// The result as an 8-bit PNG, for checks and thumbnails.
+    /// An image of the result the node decodes, for checks and thumbnails:
+    /// the frame itself when it is a PNG or JPEG, else an 8-bit PNG.
     pub preview: PathBuf,
     /// What the worker changed and the controller should say.
     #[serde(default)]

@@ -335,7 +335,8 @@ fn verify(rendered: &Rendered) -> Result<Finished, String> {
             return Err(format!("Blender's output {} is not there", file.display()));
         }
     }
-    // The preview is the result in PNG, whatever the scene's format: the
+    // The preview is the result as an image herd decodes, whatever the
+    // scene's format (the frame itself when it is a PNG or JPEG): the
     // frame's own files go back as Blender wrote them.
     let path = &rendered.preview;
     let image = image::ImageReader::open(path)
