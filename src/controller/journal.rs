@@ -283,6 +283,24 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_job_leaves_nothing_to_resume_but_a_later_killed_run_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), &job("1-2")).unwrap();
+        journal.frame_done(1, "n1", None).unwrap();
+        journal.frame_done(2, "n1", None).unwrap();
+        drop(journal);
+        mark_complete(dir.path()).unwrap();
+        // Finished: an --overwrite run renders everything again.
+        let (mut journal, previous) = Journal::open(dir.path(), &job("1-2")).unwrap();
+        assert!(previous.done.is_empty(), "{previous:?}");
+        // That run is killed after frame 2: only its own frame is done.
+        journal.frame_done(2, "n2", None).unwrap();
+        drop(journal);
+        let (_, previous) = Journal::open(dir.path(), &job("1-2")).unwrap();
+        assert_eq!(previous.done.into_iter().collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
     fn the_same_job_resumes_and_another_starts_over() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, previous) = Journal::open(dir.path(), &job("1-3")).unwrap();
