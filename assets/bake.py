@@ -15,36 +15,28 @@ one. Progress goes to stdout as `herd-bake: DONE/TOTAL` lines.
 """
 
 import json
+import os
 import sys
 
 import bpy
 
+# herd's inspector, written beside this script: what it reports as a
+# simulation is what is baked here.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herd_inspect  # noqa: E402
 
-def point_caches(scene):
-    caches = []
-    world = scene.rigidbody_world
-    if world and world.enabled and world.collection:
-        caches.append(world.point_cache)
-    for obj in scene.objects:
-        for modifier in obj.modifiers:
-            if modifier.type in {"CLOTH", "SOFT_BODY"}:
-                caches.append(modifier.point_cache)
-            elif modifier.type == "DYNAMIC_PAINT" and modifier.canvas_settings:
-                caches.extend(surface.point_cache for surface in modifier.canvas_settings.canvas_surfaces)
-        caches.extend(system.point_cache for system in obj.particle_systems)
-    return [cache for cache in caches if not cache.is_baked]
+
+def unbaked_caches(scene):
+    """The point caches herd inspect reports for the scene, not baked yet."""
+    return [cache for _, _, cache in herd_inspect.point_caches(scene) if not cache.is_baked]
 
 
 def main():
     argv = sys.argv[sys.argv.index("--") + 1 :]
     with open(argv[0], encoding="utf-8") as handle:
         job = json.load(handle)
-    scene = bpy.context.scene
-    if job.get("scene"):
-        scene = bpy.data.scenes[job["scene"]]
-        for window in bpy.context.window_manager.windows:
-            window.scene = scene
-    caches = point_caches(scene)
+    scene = herd_inspect.scene_named(job.get("scene"))
+    caches = unbaked_caches(scene)
     start = min(int(job["frame_start"]), scene.frame_start)
     end = int(job["frame_end"])
     for cache in caches:

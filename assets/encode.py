@@ -22,10 +22,9 @@ import sys
 
 import bpy
 
-
-def strips_of(editor):
-    """Every strip (`strips_all` since 4.4; `sequences_all` before)."""
-    return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
+# herd's inspector, written beside this script, for what both need.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herd_inspect  # noqa: E402
 
 
 def top_strips(editor):
@@ -36,11 +35,7 @@ def main():
     argv = sys.argv[sys.argv.index("--") + 1 :]
     with open(argv[0], encoding="utf-8") as handle:
         job = json.load(handle)
-    scene = bpy.context.scene
-    if job.get("scene"):
-        scene = bpy.data.scenes[job["scene"]]
-        for window in bpy.context.window_manager.windows:
-            window.scene = scene
+    scene = herd_inspect.scene_named(job.get("scene"))
     frames = job["frames"]
     start = int(job["frame_start"])
     render = scene.render
@@ -58,7 +53,7 @@ def main():
     render.use_compositing = False
     editor = scene.sequence_editor or scene.sequence_editor_create()
     channel = 1
-    for strip in strips_of(editor):
+    for strip in herd_inspect.all_strips(editor):
         channel = max(channel, strip.channel + 1)
         if strip.type not in {"SOUND", "META"}:
             strip.mute = True

@@ -133,6 +133,23 @@ def simulations(scene):
     return found
 
 
+def scene_named(name):
+    """The scene called `name` (the file's active one when empty), made the
+    window's scene as Blender's -S does, so that frame changes evaluate its
+    animation. Shared by the inspector, the worker and the steps around a
+    job (assets/bake.py, assets/encode.py)."""
+    if not name:
+        return bpy.context.scene
+    scene = bpy.data.scenes.get(name)
+    if scene is None:
+        names = ", ".join(repr(other.name) for other in bpy.data.scenes)
+        raise RuntimeError(f"the file has no scene named {name!r} (it has {names})")
+    for window in bpy.context.window_manager.windows:
+        if window.scene != scene:
+            window.scene = scene
+    return scene
+
+
 def compositor_tree(scene):
     """The compositor's node tree Blender runs when it renders `scene`, or None.
     Blender 5.0 names it `compositing_node_group` (no `use_nodes`)."""
@@ -296,13 +313,7 @@ def main():
         sys.stderr.write("usage: blender -b FILE --python inspect.py -- OUT.json [SCENE]\n")
         sys.exit(2)
     try:
-        scene = bpy.context.scene
-        if len(argv) == 2:
-            scene = bpy.data.scenes.get(argv[1])
-            if scene is None:
-                names = ", ".join(repr(other.name) for other in bpy.data.scenes)
-                raise RuntimeError(f"the file has no scene named {argv[1]!r} (it has {names})")
-        answer = describe(scene)
+        answer = describe(scene_named(argv[1] if len(argv) == 2 else None))
         answer["dependencies"] = dependencies(bpy.data.filepath)
     except Exception as error:
         answer = {"error": str(error).strip() or traceback.format_exc()}

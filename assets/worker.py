@@ -61,14 +61,6 @@ import bpy
 MOVIE_FORMATS = {"FFMPEG", "AVI_JPEG", "AVI_RAW", "FRAMESERVER", "H264", "XVID", "THEORA", "QUICKTIME"}
 
 
-def file_output_nodes(scene):
-    """The File Output nodes that write when `scene` renders, in the tree's order."""
-    tree = compositor_tree(scene) if scene.render.use_compositing else None
-    if tree is None:
-        return []
-    return [node for node in tree.nodes if node.type == "OUTPUT_FILE" and not node.mute]
-
-
 def is_movie(settings):
     return getattr(settings, "media_type", "IMAGE") == "VIDEO" or settings.file_format in MOVIE_FORMATS
 
@@ -101,23 +93,6 @@ HEARTBEAT_SECS = 1.0
 
 
 # ---- Differences between Blender versions, found by feature detection ----
-
-
-def compositor_tree(scene):
-    """The compositing node tree the scene renders through, or None.
-    5.0: scene.compositing_node_group (scene.node_tree and the meaning of
-    scene.use_nodes are gone); before: scene.node_tree when use_nodes is on."""
-    if hasattr(scene, "compositing_node_group"):
-        return scene.compositing_node_group
-    return scene.node_tree if scene.use_nodes else None
-
-
-def file_output_dir(node):
-    """The folder (before 5.0: folder or path prefix) a File Output node
-    writes under. 5.0 splits base_path into directory + file_name."""
-    if hasattr(node, "directory"):
-        return node.directory
-    return node.base_path
 
 
 def set_file_output_dir(node, path):
@@ -353,21 +328,6 @@ def step_to(scene, frame):
     STEPPED[scene.name] = frame
 
 
-def chosen_scene(name):
-    if not name:
-        return bpy.context.scene
-    scene = bpy.data.scenes.get(name)
-    if scene is None:
-        names = ", ".join(repr(scene.name) for scene in bpy.data.scenes)
-        raise RuntimeError(f"the file has no scene named {name!r} (it has {names})")
-    # As Blender's -S: the scene becomes the window's, so that frame changes
-    # evaluate its animation.
-    for window in bpy.context.window_manager.windows:
-        if window.scene != scene:
-            window.scene = scene
-    return scene
-
-
 def files_under(root):
     found = []
     for folder, _, names in os.walk(root):
@@ -391,7 +351,7 @@ def save_preview(scene, path):
 
 
 def render(command):
-    scene = chosen_scene(command.get("scene"))
+    scene = inspector().scene_named(command.get("scene"))
     WARM_NOTE.clear()
     settle(scene, command.get("overrides") or {})
     frame = int(command["frame"])
@@ -410,10 +370,11 @@ def render(command):
     # Blender names the files (the frame number where the name says, the
     # format's extension); herd only chooses the folders.
     render.filepath = os.path.join(out, "image", "") + name
-    nodes = file_output_nodes(scene)
+    # The nodes in the order the controller's inspection numbered them.
+    nodes = inspector().file_output_nodes(scene)
     for index, node in enumerate(nodes):
         # The last part of a node's path is part of the names it writes.
-        last = os.path.basename(file_output_dir(node).replace("\\", "/"))
+        last = os.path.basename(inspector().file_output_dir(node).replace("\\", "/"))
         set_file_output_dir(node, os.path.join(out, "fo", str(index), "") + last)
     started = time.monotonic()
     # As Blender's own -f: an animation of this one frame, so that the
@@ -480,12 +441,7 @@ def inspect(command):
     ORIGINAL.clear()
     STEPPED.clear()
     module = inspector()
-    name = command.get("scene")
-    scene = bpy.data.scenes.get(name) if name else bpy.context.scene
-    if scene is None:
-        names = ", ".join(repr(other.name) for other in bpy.data.scenes)
-        raise RuntimeError(f"the file has no scene named {name!r} (it has {names})")
-    report = module.describe(scene)
+    report = module.describe(module.scene_named(command.get("scene")))
     report["dependencies"] = module.dependencies(bpy.data.filepath)
     return {"event": "inspected", "report": report}
 

@@ -28,8 +28,16 @@ pub async fn run(
             .map_err(|err| format!("cannot create {}: {err}", scratch.display()))?;
         let script_path = scratch.join("herd_step.py");
         let job_path = scratch.join("job.json");
+        // The steps' scripts import the inspector from beside them.
         tokio::fs::write(&script_path, script)
             .await
+            .and(
+                tokio::fs::write(
+                    scratch.join("herd_inspect.py"),
+                    crate::blender::INSPECT_SCRIPT,
+                )
+                .await,
+            )
             .and(tokio::fs::write(&job_path, job.to_string()).await)
             .map_err(|err| format!("cannot write the step's files: {err}"))?;
         run_blender(blender, blend, &script_path, &job_path, prefix, progress).await
