@@ -171,6 +171,8 @@ pub struct ControllerApp {
     /// The .blend and format of the job started from this window, to name
     /// its frame files.
     job_files: Option<OutputPlan>,
+    /// Where the open scene's files cannot go as it says, said in its panel.
+    output_notes: Vec<String>,
     /// A step around the job (baking before, encoding a movie after): what,
     /// frames done, of all.
     encoding: Option<(&'static str, usize, usize)>,
@@ -209,6 +211,7 @@ impl ControllerApp {
             thumbnails: Thumbnails::default(),
             viewer: None,
             job_files: None,
+            output_notes: Vec::new(),
             encoding: None,
             start_when_read: false,
             new_node: String::new(),
@@ -417,6 +420,8 @@ impl ControllerApp {
                         {
                             form = JobForm::from_scene(&scene);
                         }
+                        // Read once: the plan looks at the disk (mounts).
+                        self.output_notes = OutputPlan::for_scene(&scene, None, None).notes;
                         self.scene = Some((*scene, form));
                         self.allow_missing = false;
                         if std::mem::take(&mut self.start_when_read) {
@@ -670,7 +675,7 @@ impl ControllerApp {
         for warning in &scene.warnings {
             ui.colored_label(palette::WARNING, format!("Warning: {warning}"));
         }
-        for note in &OutputPlan::for_scene(scene, None, None).notes {
+        for note in &self.output_notes {
             ui.colored_label(palette::WARNING, format!("Note: {note}"));
         }
         let missing = scene.missing().len();
