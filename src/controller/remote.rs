@@ -162,6 +162,21 @@ pub struct FromNode {
     pub report: Report,
 }
 
+/// One node's part of a job, handed to the task that serves it.
+#[derive(Debug)]
+pub struct NodeLink {
+    /// The engine's id of the node.
+    pub node: NodeId,
+    /// Where it answers (`http://HOST:PORT`).
+    pub uri: String,
+    /// Render ids of an earlier connection to cancel first.
+    pub stale: Vec<String>,
+    /// What the engine asks; closed when the job no longer needs the node.
+    pub commands: mpsc::Receiver<ToNode>,
+    /// Where the task reports what it saw.
+    pub reports: mpsc::Sender<FromNode>,
+}
+
 #[derive(Debug)]
 struct Tracked {
     id: String,
@@ -210,16 +225,16 @@ impl CallError {
     }
 }
 
-/// Runs the task for `node` at `uri` until the engine drops its channel or
-/// the node is lost. `stale` are renders of an earlier connection to cancel.
-pub async fn run(
-    ctx: Arc<JobContext>,
-    node: NodeId,
-    uri: String,
-    stale: Vec<String>,
-    mut commands: mpsc::Receiver<ToNode>,
-    reports: mpsc::Sender<FromNode>,
-) {
+/// Runs the task for `link`'s node until the engine drops its channel or
+/// the node is lost; renders of an earlier connection are cancelled first.
+pub async fn run(ctx: Arc<JobContext>, link: NodeLink) {
+    let NodeLink {
+        node,
+        uri,
+        stale,
+        mut commands,
+        reports,
+    } = link;
     let mut task = Task {
         ctx,
         node,

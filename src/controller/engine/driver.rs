@@ -45,8 +45,37 @@ impl Emitter {
     }
 }
 
+/// Where the engine's connection to a node stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    /// Known, but not sent the file yet (left out of the job).
+    Waiting,
+    /// Being sent the job's files.
+    Uploading,
+    /// Has the files and takes frames.
+    Ready,
+    /// Stopped answering; asked again now and then.
+    Lost,
+    /// Cannot render this job.
+    Refused,
+}
+
+/// What the engine knows of a node in the job; its [`NodeView`] is
+/// derived from this (see `views`), never decided on.
 struct NodeEntry {
-    view: NodeView,
+    uri: String,
+    name: String,
+    blender_version: String,
+    cores: usize,
+    local: bool,
+    /// In the job (the user may leave it out).
+    enabled: bool,
+    link: LinkState,
+    /// The node's own state and the frame it renders, as last reported.
+    state: Option<NodeState>,
+    current: Option<(i32, f32)>,
+    /// Why it was lost or refused.
+    error: Option<String>,
     sender: Option<mpsc::Sender<ToNode>>,
     stale: Vec<String>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -65,6 +94,7 @@ struct Job {
     spec: JobSpec,
     config: EngineConfig,
     ctx: Arc<JobContext>,
+    links: Arc<dyn Links>,
     emit: Emitter,
     scheduler: Scheduler,
     journal: JournalWriter,
@@ -94,6 +124,7 @@ const LOST_RETRY: Duration = Duration::from_secs(3);
 pub(super) async fn run(
     mut spec: JobSpec,
     mut config: EngineConfig,
+    links: Arc<dyn Links>,
     emit: Emitter,
     mut commands: mpsc::Receiver<EngineCommand>,
 ) -> Result<JobSummary, EngineError> {
@@ -187,6 +218,7 @@ pub(super) async fn run(
         spec,
         config,
         ctx,
+        links,
         emit,
         scheduler,
         journal,
@@ -270,13 +302,10 @@ impl Job {
         if recently_refused || self.confirming.len() >= 64 || !self.confirming.insert(uri.clone()) {
             return;
         }
-        let client = self.ctx.client.clone();
-        let token = self.config.token.clone();
+        let confirming = self.links.confirm(&self.ctx, uri.clone());
         let sender = self.confirm_tx.clone();
         tokio::spawn(async move {
-            let result = discovery::confirm(&client, &uri, token.as_deref())
-                .await
-                .map_err(|err| err.to_string());
+            let result = confirming.await;
             let _ = sender.send(Confirmed { uri, local, result }).await;
         });
     }
@@ -291,7 +320,7 @@ impl Job {
             .and_then(|id| self.nodes.get(id));
         let wanted = match known {
             None => true,
-            Some(entry) => entry.view.status == NodeStatus::Lost,
+            Some(entry) => entry.link == LinkState::Lost,
         };
         if wanted {
             self.confirm(beacon.uri, false);
@@ -305,10 +334,7 @@ impl Job {
             Err(error) => {
                 self.refused_at
                     .insert(confirmed.uri.clone(), Instant::now());
-                let known = self
-                    .nodes
-                    .values()
-                    .any(|entry| entry.view.uri == confirmed.uri);
+                let known = self.nodes.values().any(|entry| entry.uri == confirmed.uri);
                 if !known {
                     self.emit
                         .log(format!("node {} not added: {error}", confirmed.uri))
@@ -323,7 +349,7 @@ impl Job {
             let lost = self
                 .nodes
                 .get(&id)
-                .is_some_and(|entry| entry.view.status == NodeStatus::Lost);
+                .is_some_and(|entry| entry.link == LinkState::Lost);
             if lost {
                 self.emit
                     .log(format!("node {} is back at {}", info.name, confirmed.uri))
@@ -338,31 +364,25 @@ impl Job {
             .node_check
             .as_ref()
             .and_then(|check| check(&info).err());
-        let view = NodeView {
-            id,
-            uri: confirmed.uri.clone(),
-            name: info.name.clone(),
-            status: if refusal.is_some() {
-                NodeStatus::Refused
-            } else {
-                NodeStatus::Uploading
-            },
-            blender_version: info.blender_version.clone(),
-            cores: info.cores,
-            current: None,
-            frames_done: 0,
-            secs_per_frame: None,
-            prep_secs: None,
-            local: confirmed.local,
-            enabled: !self.config.left_out.contains(&confirmed.uri),
-            error: refusal.clone(),
-            last_seen_secs: None,
-        };
+        let enabled = !self.config.left_out.contains(&confirmed.uri);
         self.by_uuid.insert(info.id.clone(), id);
         self.nodes.insert(
             id,
             NodeEntry {
-                view: view.clone(),
+                uri: confirmed.uri.clone(),
+                name: info.name.clone(),
+                blender_version: info.blender_version.clone(),
+                cores: info.cores,
+                local: confirmed.local,
+                enabled,
+                link: if refusal.is_some() {
+                    LinkState::Refused
+                } else {
+                    LinkState::Waiting
+                },
+                state: None,
+                current: None,
+                error: refusal.clone(),
                 sender: None,
                 stale: Vec::new(),
                 task: None,
@@ -370,7 +390,6 @@ impl Job {
                 prep_secs: Vec::new(),
             },
         );
-        let enabled = view.enabled;
         self.publish_progress();
         match refusal {
             Some(reason) => {
@@ -410,8 +429,8 @@ impl Job {
         let lost: Vec<String> = self
             .nodes
             .values()
-            .filter(|entry| entry.view.status == NodeStatus::Lost)
-            .map(|entry| entry.view.uri.clone())
+            .filter(|entry| entry.link == LinkState::Lost)
+            .map(|entry| entry.uri.clone())
             .collect();
         for uri in lost {
             self.confirm(uri, false);
@@ -426,14 +445,10 @@ impl Job {
         let usable = self
             .nodes
             .values()
-            .any(|entry| entry.view.status != NodeStatus::Refused);
+            .any(|entry| entry.link != LinkState::Refused);
         if !waiting && !usable && self.end.is_none() {
             let mut reasons = self.unusable.clone();
-            reasons.extend(
-                self.nodes
-                    .values()
-                    .filter_map(|entry| entry.view.error.clone()),
-            );
+            reasons.extend(self.nodes.values().filter_map(|entry| entry.error.clone()));
             self.end = Some(Outcome::Stuck {
                 reason: format!("no node can render this job: {}", reasons.join("; ")),
             });
@@ -447,18 +462,20 @@ impl Job {
         };
         let (sender, receiver) = mpsc::channel(64);
         let stale = std::mem::take(&mut entry.stale);
-        entry.view.uri = uri.clone();
-        entry.view.status = NodeStatus::Uploading;
-        entry.view.error = None;
+        entry.uri = uri.clone();
+        entry.link = LinkState::Uploading;
+        entry.state = None;
+        entry.current = None;
+        entry.error = None;
         entry.sender = Some(sender);
-        entry.task = Some(tokio::spawn(remote::run(
-            Arc::clone(&self.ctx),
-            id,
+        let link = NodeLink {
+            node: id,
             uri,
             stale,
-            receiver,
-            self.reports_tx.clone(),
-        )));
+            commands: receiver,
+            reports: self.reports_tx.clone(),
+        };
+        entry.task = Some(tokio::spawn(self.links.serve(Arc::clone(&self.ctx), link)));
         self.handle(Event::NodeJoined { node: id }).await;
     }
 
@@ -466,11 +483,11 @@ impl Job {
         let node = from.node;
         let event = match from.report {
             Report::Uploading => {
-                self.set_status(node, NodeStatus::Uploading);
+                self.set_link(node, LinkState::Uploading);
                 None
             }
             Report::Ready => {
-                self.set_status(node, NodeStatus::Idle);
+                self.set_link(node, LinkState::Ready);
                 Some(Event::NodeReady { node })
             }
             Report::Activity(state, current) => self.activity(node, state, current),
@@ -501,8 +518,8 @@ impl Job {
             Report::Refused(reason) => {
                 if let Some(entry) = self.nodes.get_mut(&node) {
                     entry.sender = None;
-                    entry.view.status = NodeStatus::Refused;
-                    entry.view.error = Some(reason.clone());
+                    entry.link = LinkState::Refused;
+                    entry.error = Some(reason.clone());
                 }
                 self.emit
                     .log(format!("node left out of this job: {reason}"))
@@ -514,9 +531,9 @@ impl Job {
                 if let Some(entry) = self.nodes.get_mut(&node) {
                     entry.sender = None;
                     entry.stale = stale;
-                    entry.view.status = NodeStatus::Lost;
-                    entry.view.current = None;
-                    entry.view.error = Some(reason.clone());
+                    entry.link = LinkState::Lost;
+                    entry.current = None;
+                    entry.error = Some(reason.clone());
                 }
                 self.emit
                     .log(format!("node lost, its frames go elsewhere: {reason}"))
@@ -581,14 +598,9 @@ impl Job {
         current: Option<(i32, f32)>,
     ) -> Option<Event> {
         let entry = self.nodes.get_mut(&node)?;
-        entry.view.current = current;
+        entry.current = current;
+        entry.state = Some(state);
         let paused = state == NodeState::Paused;
-        if !matches!(
-            entry.view.status,
-            NodeStatus::Uploading | NodeStatus::Lost | NodeStatus::Refused
-        ) {
-            entry.view.status = NodeStatus::from(state);
-        }
         if paused != entry.paused {
             entry.paused = paused;
             return Some(Event::NodePaused { node, paused });
@@ -596,16 +608,16 @@ impl Job {
         None
     }
 
-    fn set_status(&mut self, node: NodeId, status: NodeStatus) {
+    fn set_link(&mut self, node: NodeId, link: LinkState) {
         if let Some(entry) = self.nodes.get_mut(&node) {
-            entry.view.status = status;
+            entry.link = link;
         }
     }
 
     fn node_name(&self, node: NodeId) -> String {
         self.nodes
             .get(&node)
-            .map_or_else(|| format!("node {node}"), |entry| entry.view.name.clone())
+            .map_or_else(|| format!("node {node}"), |entry| entry.name.clone())
     }
 
     async fn command(&mut self, command: EngineCommand) {
@@ -631,13 +643,10 @@ impl Job {
                 let Some(entry) = self.nodes.get_mut(&node) else {
                     return;
                 };
-                entry.view.enabled = enabled;
+                entry.enabled = enabled;
                 // A node left out from the start was never sent the file.
-                let never_connected = entry.task.is_none()
-                    && entry.sender.is_none()
-                    && entry.view.status != NodeStatus::Refused;
-                if enabled && never_connected {
-                    let uri = entry.view.uri.clone();
+                if enabled && entry.link == LinkState::Waiting {
+                    let uri = entry.uri.clone();
                     self.connect(node, uri).await;
                 }
                 self.handle(Event::NodeEnabled { node, enabled }).await;
@@ -688,7 +697,7 @@ impl Job {
         }
         if let Some(entry) = self.nodes.get_mut(&node) {
             entry.sender = None;
-            entry.view.status = NodeStatus::Lost;
+            entry.link = LinkState::Lost;
         }
         false
     }
@@ -730,8 +739,8 @@ impl Job {
             .filter_map(|(id, entry)| {
                 let slot = slots.get(id)?;
                 Some(NodeSummary {
-                    name: entry.view.name.clone(),
-                    uri: entry.view.uri.clone(),
+                    name: entry.name.clone(),
+                    uri: entry.uri.clone(),
                     frames: slot.done,
                     mean_secs: slot.secs_per_frame(),
                     prep_secs: median(&entry.prep_secs),

@@ -31,7 +31,7 @@ use super::discovery;
 use super::frames::format_frames;
 use super::journal::{FrameRecord, JobRecord, Journal, JournalWriter};
 use super::output::OutputPlan;
-use super::remote::{self, Blob, BlobSource, FromNode, JobContext, Report, ToNode};
+use super::remote::{Blob, BlobSource, FromNode, JobContext, NodeLink, Report, ToNode};
 use super::scheduler::{
     Decision, Event, FrameIndex, FrameState, NodeId, Scheduler, SchedulerConfig,
 };
@@ -41,9 +41,13 @@ use crate::wire::{MAX_DATAGRAM_BYTES, Manifest, ManifestFile, NodeInfo, NodeStat
 
 mod blobs;
 mod driver;
+mod link;
 mod local;
+#[cfg(test)]
+mod tests;
 
 use driver::{Emitter, run};
+pub use link::{HttpLinks, Links};
 pub use local::LocalNode;
 
 /// Checks whether a node can render the job (e.g. its Blender can open the
@@ -433,12 +437,23 @@ pub fn start(
     config: EngineConfig,
     notify: Option<Arc<dyn Fn() + Send + Sync>>,
 ) -> EngineHandle {
+    start_with(spec, config, Arc::new(HttpLinks), notify)
+}
+
+/// Starts a job whose nodes are reached through `links`.
+pub fn start_with(
+    spec: JobSpec,
+    config: EngineConfig,
+    links: Arc<dyn Links>,
+    notify: Option<Arc<dyn Fn() + Send + Sync>>,
+) -> EngineHandle {
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let (events_tx, events_rx) = mpsc::channel(4096);
     let (progress_tx, progress_rx) = watch::channel(JobProgress::default());
     let task = tokio::spawn(run(
         spec,
         config,
+        links,
         Emitter {
             events: events_tx,
             progress: progress_tx,

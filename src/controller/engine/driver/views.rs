@@ -24,17 +24,6 @@ impl Job {
 
     /// Replaces the snapshot: nodes, overall progress, frames rendering.
     pub(super) fn publish_progress(&mut self) {
-        let slots = self.scheduler.nodes();
-        for (id, entry) in &mut self.nodes {
-            if let Some(slot) = slots.get(id) {
-                entry.view.frames_done = slot.done;
-                entry.view.secs_per_frame = slot.secs_per_frame();
-                entry.view.prep_secs = median(&entry.prep_secs);
-                if slot.blocklisted {
-                    entry.view.status = NodeStatus::Blocklisted;
-                }
-            }
-        }
         let rendering = self
             .scheduler
             .frames()
@@ -47,12 +36,42 @@ impl Job {
             progress: self.progress(),
             nodes: self
                 .nodes
-                .values()
-                .map(|entry| entry.view.clone())
+                .iter()
+                .map(|(&id, entry)| self.node_view(id, entry))
                 .collect(),
             rendering,
         };
         self.emit.snapshot(snapshot);
+    }
+
+    /// How node `id` is shown: its record, with the scheduler's count of
+    /// its frames.
+    fn node_view(&self, id: NodeId, entry: &NodeEntry) -> NodeView {
+        let slot = self.scheduler.nodes().get(&id);
+        let status = match entry.link {
+            _ if slot.is_some_and(|slot| slot.blocklisted) => NodeStatus::Blocklisted,
+            // Before its upload a node shows as being sent the file.
+            LinkState::Waiting | LinkState::Uploading => NodeStatus::Uploading,
+            LinkState::Lost => NodeStatus::Lost,
+            LinkState::Refused => NodeStatus::Refused,
+            LinkState::Ready => entry.state.map_or(NodeStatus::Idle, NodeStatus::from),
+        };
+        NodeView {
+            id,
+            uri: entry.uri.clone(),
+            name: entry.name.clone(),
+            status,
+            blender_version: entry.blender_version.clone(),
+            cores: entry.cores,
+            current: entry.current,
+            frames_done: slot.map_or(0, |slot| slot.done),
+            secs_per_frame: slot.and_then(|slot| slot.secs_per_frame()),
+            prep_secs: median(&entry.prep_secs),
+            local: entry.local,
+            enabled: entry.enabled,
+            error: entry.error.clone(),
+            last_seen_secs: None,
+        }
     }
 
     pub(super) fn frame_view(&self, index: FrameIndex) -> FrameView {
