@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use serde::Serialize;
 
 use herd::controller::discovery;
-use herd::lan;
 use herd::wire::{DEFAULT_PORT, NodeInfo};
 
 /// Options of `herd nodes`.
@@ -53,17 +52,11 @@ pub async fn run(args: NodesArgs) -> Result<()> {
         .map(|uri| uri.trim_end_matches('/').to_string())
         .collect();
     if !args.no_discovery {
-        let socket = lan::bind_discovery(args.discovery_port)
-            .and_then(tokio::net::UdpSocket::from_std)
-            .with_context(|| {
-                format!(
-                    "cannot bind UDP {} to hear beacons: pick --discovery-port",
-                    args.discovery_port
-                )
-            })?;
-        discovery::probe(&socket, &discovery::probe_targets(args.discovery_port)).await;
-        let heard = discovery::listen(&socket, Duration::from_secs_f64(args.wait)).await;
-        for beacon in heard.into_values() {
+        let listener = discovery::Listener::bind(args.discovery_port)?;
+        let mut beacons = listener.subscribe();
+        listener.probe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.wait);
+        while let Ok(beacon) = tokio::time::timeout_at(deadline, beacons.next()).await {
             if !uris.contains(&beacon.uri) {
                 uris.push(beacon.uri);
             }

@@ -16,7 +16,7 @@ use herd::controller::engine::{
 use herd::controller::frames::parse_frames;
 use herd::controller::output::{OutputPlan, format_from_blender};
 use herd::controller::scheduler::SchedulerConfig;
-use herd::controller::{bake, deps, inspect, job_end, movie};
+use herd::controller::{bake, deps, discovery, inspect, job_end, movie};
 use herd::node::NodeConfig;
 use herd::wire::{ImageFormat, Overrides};
 
@@ -185,7 +185,11 @@ async fn render(
     };
     let config = EngineConfig {
         nodes: args.farm.node.clone(),
-        discovery_port: (!args.farm.no_discovery).then_some(args.farm.discovery_port),
+        discovery: if args.farm.no_discovery {
+            None
+        } else {
+            Some(discovery::Listener::bind(args.farm.discovery_port)?)
+        },
         local,
         token: args.farm.token.clone(),
         scheduler: SchedulerConfig {

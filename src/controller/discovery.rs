@@ -2,39 +2,147 @@
 //! interface, or loopback under `HERD_LOOPBACK_ONLY`), hear beacons, and
 //! confirm each node with `GET /api/v1/node`.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
+use tokio::sync::{Notify, broadcast};
 
+use super::client::{ClientError, NodeClient};
 use crate::lan;
 use crate::wire::{Beacon, Datagram, MAX_DATAGRAM_BYTES, NodeInfo, PROTOCOL_VERSION, Probe};
 
 /// How long a node's API may take to confirm it.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Errors confirming a node.
+/// The controller's ear on the LAN: one UDP socket, bound once for the
+/// life of the process (of `herd render`, of the window), that every part
+/// needing discovery shares. The standing watch of the servers and a
+/// running job's engine each [`subscribe`](Self::subscribe) to the beacons
+/// heard and may ask for a [`probe`](Self::probe); nothing hands a socket
+/// around, and no beacon is missed between one listener and the next.
+/// Clones share the socket; it closes when the last one is dropped.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    port: u16,
+    beacons: broadcast::Sender<Beacon>,
+    probe: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The discovery port cannot be listened on.
 #[derive(Debug, thiserror::Error)]
-pub enum DiscoveryError {
-    /// The node's API could not be reached.
-    #[error("cannot reach {uri}: {reason}")]
-    Unreachable {
-        /// The node's base URI.
-        uri: String,
-        /// What failed.
-        reason: String,
-    },
-    /// The node answered with an error.
-    #[error("{uri} answered {status}: {message}")]
-    Refused {
-        /// The node's base URI.
-        uri: String,
-        /// HTTP status.
-        status: u16,
-        /// The error the node gave.
-        message: String,
-    },
+#[error(
+    "cannot listen for nodes on UDP {port}: {source}; pick another --discovery-port, add nodes with --node, or use --no-discovery"
+)]
+pub struct ListenError {
+    /// The port.
+    pub port: u16,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Listener {
+    /// Binds UDP `port` (loopback only under `HERD_LOOPBACK_ONLY`) and
+    /// starts hearing beacons on the current tokio runtime.
+    pub fn bind(port: u16) -> Result<Self, ListenError> {
+        let socket = lan::bind_discovery(port)
+            .and_then(UdpSocket::from_std)
+            .map_err(|source| ListenError { port, source })?;
+        let (beacons, _) = broadcast::channel(256);
+        let probe = Arc::new(Notify::new());
+        let task = tokio::spawn(listen_for_ever(
+            socket,
+            probe_targets(port),
+            beacons.clone(),
+            Arc::clone(&probe),
+        ));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                port,
+                beacons,
+                probe,
+                task,
+            }),
+        })
+    }
+
+    /// The UDP port it listens on.
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+
+    /// Every beacon heard from now on (a receiver that falls behind skips
+    /// the oldest: nodes beacon again every few seconds).
+    pub fn subscribe(&self) -> Beacons {
+        Beacons(self.shared.beacons.subscribe())
+    }
+
+    /// Asks every node to announce itself now; requests made while one is
+    /// being sent share it.
+    pub fn probe(&self) {
+        self.shared.probe.notify_one();
+    }
+}
+
+/// Beacons heard by a [`Listener`].
+#[derive(Debug)]
+pub struct Beacons(broadcast::Receiver<Beacon>);
+
+impl Beacons {
+    /// The next beacon; waits for ever once the listener is gone.
+    pub async fn next(&mut self) -> Beacon {
+        loop {
+            match self.0.recv().await {
+                Ok(beacon) => return beacon,
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    }
+}
+
+/// The next beacon of `beacons`, or never without them.
+pub async fn next_beacon(beacons: Option<&mut Beacons>) -> Beacon {
+    match beacons {
+        Some(beacons) => beacons.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn listen_for_ever(
+    socket: UdpSocket,
+    targets: Vec<SocketAddr>,
+    beacons: broadcast::Sender<Beacon>,
+    probe_wanted: Arc<Notify>,
+) {
+    let mut buffer = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buffer) => {
+                if let Ok((length, from)) = received
+                    && let Some(beacon) = beacon_from(&buffer[..length], from)
+                {
+                    // No subscriber now is fine: the beacon comes again.
+                    let _ = beacons.send(beacon);
+                }
+            }
+            () = probe_wanted.notified() => probe(&socket, &targets).await,
+        }
+    }
 }
 
 /// Where probes go: the directed broadcast address of every IPv4 interface,
@@ -90,66 +198,67 @@ pub fn beacon_from(bytes: &[u8], from: SocketAddr) -> Option<Beacon> {
     }
 }
 
-/// Collects beacons for `duration`, newest per node id. Anything that is not
-/// a beacon is ignored.
-pub async fn listen(socket: &UdpSocket, duration: Duration) -> BTreeMap<String, Beacon> {
-    let mut heard = BTreeMap::new();
-    let mut buffer = vec![0u8; MAX_DATAGRAM_BYTES + 1];
-    let deadline = tokio::time::Instant::now() + duration;
-    while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buffer)).await
-    {
-        let Ok((length, from)) = received else {
-            continue;
-        };
-        if let Some(beacon) = beacon_from(&buffer[..length], from) {
-            heard.insert(beacon.id.clone(), beacon);
-        }
-    }
-    heard
-}
-
 /// Asks a node for its identity at `uri` (e.g. `http://10.77.0.2:8082`).
 pub async fn confirm(
     client: &reqwest::Client,
     uri: &str,
     token: Option<&str>,
-) -> Result<NodeInfo, DiscoveryError> {
-    let uri = uri.trim_end_matches('/');
-    let unreachable = |reason: String| DiscoveryError::Unreachable {
-        uri: uri.to_string(),
-        reason,
-    };
-    let mut request = client
-        .get(format!("{uri}/api/v1/node"))
-        .timeout(CONFIRM_TIMEOUT);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|err| unreachable(err.to_string()))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        return Err(DiscoveryError::Refused {
-            uri: uri.to_string(),
-            status: status.as_u16(),
-            message: body["error"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_string(),
-        });
-    }
-    response
-        .json()
-        .await
-        .map_err(|err| unreachable(format!("not a herd node: {err}")))
+) -> Result<NodeInfo, ClientError> {
+    let api = NodeClient::new(
+        client.clone(),
+        uri,
+        token.map(str::to_string),
+        CONFIRM_TIMEOUT,
+    );
+    api.info().await.map_err(|err| match err {
+        ClientError::Answer { uri, reason } => ClientError::Answer {
+            uri,
+            reason: format!("not a herd node ({reason})"),
+        },
+        other => other,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_listener_passes_every_beacon_to_every_subscriber() {
+        // Only loopback, whatever the environment says.
+        crate::lan::force_loopback_only();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listener = Listener::bind(port).unwrap();
+        assert_eq!(listener.port(), port);
+        let (mut first, mut second) = (listener.subscribe(), listener.subscribe());
+        // A node's beacon, sent to the listener.
+        let node = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let node_port = node.local_addr().unwrap().port();
+        let to_listener = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let datagram = beacon(&format!("http://127.0.0.1:{node_port}"));
+        node.send_to(&datagram, to_listener).await.unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(5), first.next())
+            .await
+            .unwrap();
+        assert_eq!(heard.uri, format!("http://127.0.0.1:{node_port}"));
+        let heard = tokio::time::timeout(Duration::from_secs(5), second.next())
+            .await
+            .unwrap();
+        assert_eq!(heard.uri, format!("http://127.0.0.1:{node_port}"));
+        // A beacon naming another host than its sender's is not passed on.
+        node.send_to(&beacon("http://10.0.0.9:8082"), to_listener)
+            .await
+            .unwrap();
+        node.send_to(&datagram, to_listener).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), first.next())
+            .await
+            .unwrap();
+        assert_eq!(next.uri, format!("http://127.0.0.1:{node_port}"));
+    }
 
     fn beacon(uri: &str) -> Vec<u8> {
         Datagram::Beacon(Beacon {

@@ -15,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::discovery;
 use super::engine::{NodeStatus, NodeView};
-use crate::lan;
-use crate::wire::{MAX_DATAGRAM_BYTES, NodeInfo};
+use crate::wire::NodeInfo;
 
 /// How often a known server is asked how it is.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -236,59 +235,38 @@ pub enum WatchCommand {
 /// How the watch finds servers.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
-    /// UDP port to probe and hear beacons on; `None`: only servers added.
-    pub discovery_port: Option<u16>,
+    /// Where beacons are heard and probes sent (the process's one
+    /// discovery socket); `None`: only servers added.
+    pub discovery: Option<discovery::Listener>,
     /// Shared secret of the nodes.
     pub token: Option<String>,
 }
 
 /// Watches the servers until `shutdown`, sending the table's rows to
 /// `rows` whenever they change; returns what it knew, to start again with.
-/// A discovery port that cannot be bound is told once through `on_error`;
-/// the watch goes on with the servers added by hand.
 pub async fn run(
     config: WatchConfig,
     mut table: ServerTable,
     mut left_out: BTreeSet<String>,
     mut commands: mpsc::Receiver<WatchCommand>,
     rows: mpsc::Sender<Vec<NodeView>>,
-    on_error: mpsc::Sender<String>,
     shutdown: CancellationToken,
 ) -> ServerTable {
-    let socket = match config.discovery_port {
-        Some(port) => match lan::bind_discovery(port).and_then(tokio::net::UdpSocket::from_std) {
-            Ok(socket) => Some((socket, discovery::probe_targets(port))),
-            Err(err) => {
-                let _ = on_error
-                    .send(format!(
-                        "cannot listen for servers on UDP {port}: {err}; add them by address"
-                    ))
-                    .await;
-                None
-            }
-        },
-        None => None,
-    };
+    let mut beacons = config
+        .discovery
+        .as_ref()
+        .map(discovery::Listener::subscribe);
     let client = reqwest::Client::new();
     let (answers_tx, mut answers) = mpsc::channel::<(String, Result<NodeInfo, String>)>(256);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_probe: Option<Instant> = None;
     let mut last_rows: Vec<NodeView> = Vec::new();
-    let mut buffer = vec![0u8; MAX_DATAGRAM_BYTES + 1];
     loop {
-        let datagram = async {
-            match &socket {
-                Some((socket, _)) => socket.recv_from(&mut buffer).await.ok(),
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some((length, from)) = datagram => {
-                if let Some(beacon) = discovery::beacon_from(&buffer[..length], from) {
-                    table.add(&beacon.uri, false, false, Instant::now());
-                }
+            beacon = discovery::next_beacon(beacons.as_mut()) => {
+                table.add(&beacon.uri, false, false, Instant::now());
             }
             Some((uri, result)) = answers.recv() => table.answered(&uri, result, Instant::now()),
             command = commands.recv() => match command {
@@ -301,11 +279,11 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let now = Instant::now();
-        if let Some((socket, targets)) = &socket
+        if let Some(listener) = &config.discovery
             && last_probe.is_none_or(|at| now.duration_since(at) >= PROBE_INTERVAL)
         {
             last_probe = Some(now);
-            discovery::probe(socket, targets).await;
+            listener.probe();
         }
         for uri in table.due(now) {
             let client = client.clone();

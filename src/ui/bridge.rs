@@ -24,7 +24,7 @@ use crate::controller::engine::{
 use crate::controller::inspect::{self, SceneInfo};
 use crate::controller::scheduler::SchedulerConfig;
 use crate::controller::watch::{self, ServerTable, WatchCommand, WatchConfig};
-use crate::controller::{bake, job_end, movie};
+use crate::controller::{bake, discovery, job_end, movie};
 
 use super::{notify, thumbnails};
 
@@ -262,6 +262,7 @@ impl Watch {
     /// Starts watching with what was known before.
     fn start(
         config: &BridgeConfig,
+        discovery: Option<&discovery::Listener>,
         table: ServerTable,
         local: Option<&LocalNode>,
         left_out: &BTreeSet<String>,
@@ -270,7 +271,6 @@ impl Watch {
         let stop = CancellationToken::new();
         let (commands, commands_rx) = mpsc::channel(64);
         let (rows_tx, mut rows_rx) = mpsc::channel(4);
-        let (errors_tx, mut errors_rx) = mpsc::channel(4);
         for uri in &config.nodes {
             let _ = commands.try_send(WatchCommand::Add {
                 uri: uri.clone(),
@@ -284,7 +284,7 @@ impl Watch {
             });
         }
         let watch_config = WatchConfig {
-            discovery_port: config.discovery_port,
+            discovery: discovery.cloned(),
             token: config.token.clone(),
         };
         let task = tokio::spawn(watch::run(
@@ -293,17 +293,12 @@ impl Watch {
             left_out.clone(),
             commands_rx,
             rows_tx,
-            errors_tx,
             stop.clone(),
         ));
         let out = out.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    Some(rows) = rows_rx.recv() => out.send(BridgeEvent::Servers(rows)).await,
-                    Some(error) = errors_rx.recv() => out.send(BridgeEvent::Message(error)).await,
-                    else => break,
-                }
+            while let Some(rows) = rows_rx.recv().await {
+                out.send(BridgeEvent::Servers(rows)).await;
             }
         });
         Self {
@@ -319,8 +314,8 @@ impl Watch {
         let _ = self.commands.try_send(command);
     }
 
-    /// Stops watching (freeing the discovery port for a job) and returns
-    /// what it knew.
+    /// Stops watching (a job's engine watches its nodes) and returns what
+    /// it knew.
     async fn stop(self) -> ServerTable {
         self.stop.cancel();
         self.task.await.unwrap_or_default()
@@ -349,8 +344,25 @@ async fn run(
     }
     let mut local: Option<Arc<LocalNode>> = None;
     let mut left_out = BTreeSet::new();
+    // One discovery socket for the window's life, shared by the standing
+    // watch and every job.
+    let discovery = match config.discovery_port {
+        Some(port) => match discovery::Listener::bind(port) {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                out.send(BridgeEvent::Message(format!(
+                    "cannot listen for servers on UDP {port}: {}; add them by address",
+                    err.source
+                )))
+                .await;
+                None
+            }
+        },
+        None => None,
+    };
     let mut watch = Some(Watch::start(
         &config,
+        discovery.as_ref(),
         ServerTable::default(),
         None,
         &left_out,
@@ -375,7 +387,14 @@ async fn run(
             Some(()) = ended_rx.recv() => {
                 if watch.is_none() {
                     let known = std::mem::take(&mut table);
-                    watch = Some(Watch::start(&config, known, local.as_deref(), &left_out, &out));
+                    watch = Some(Watch::start(
+                        &config,
+                        discovery.as_ref(),
+                        known,
+                        local.as_deref(),
+                        &left_out,
+                        &out,
+                    ));
                 }
                 continue;
             }
@@ -446,7 +465,7 @@ async fn run(
                 }
                 let engine_config = EngineConfig {
                     nodes: config.nodes.clone(),
-                    discovery_port: config.discovery_port,
+                    discovery: discovery.clone(),
                     local: local.clone(),
                     token: config.token.clone(),
                     scheduler: SchedulerConfig {

@@ -248,32 +248,20 @@ pub(super) async fn run(
     for uri in job.config.nodes.clone() {
         job.confirm(uri.trim_end_matches('/').to_string(), false);
     }
-    let socket = match job.config.discovery_port {
-        Some(port) => {
-            let socket = lan::bind_discovery(port)
-                .and_then(tokio::net::UdpSocket::from_std)
-                .map_err(|source| EngineError::Discovery { port, source })?;
-            discovery::probe(&socket, &discovery::probe_targets(port)).await;
-            Some(socket)
-        }
-        None => None,
-    };
+    let mut beacons = job.config.discovery.as_ref().map(|listener| {
+        let beacons = listener.subscribe();
+        listener.probe();
+        beacons
+    });
 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buffer = vec![0u8; MAX_DATAGRAM_BYTES + 1];
     while job.end.is_none() {
-        let datagram = async {
-            match &socket {
-                Some(socket) => socket.recv_from(&mut buffer).await.ok(),
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             Some(report) = reports_rx.recv() => job.report(report).await,
             Some(confirmed) = confirm_rx.recv() => job.confirmed(confirmed).await,
             Some(error) = journal_errors.recv() => job.emit.log(error).await,
-            Some((length, from)) = datagram => job.datagram(&buffer[..length], from),
+            beacon = discovery::next_beacon(beacons.as_mut()) => job.beacon(beacon),
             command = commands.recv() => match command {
                 Some(command) => job.command(command).await,
                 None => job.end = Some(Outcome::Cancelled),
@@ -310,10 +298,8 @@ impl Job {
         });
     }
 
-    fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        let Some(beacon) = discovery::beacon_from(bytes, from) else {
-            return;
-        };
+    /// A node announced itself: confirms it if it is new or was lost.
+    fn beacon(&mut self, beacon: Beacon) {
         let known = self
             .by_uuid
             .get(&beacon.id)
@@ -441,7 +427,7 @@ impl Job {
     /// reachable, not herd, refused the file) cannot start: say so once
     /// instead of waiting for ever.
     fn check_nodes_left(&mut self) {
-        let waiting = !self.confirming.is_empty() || self.config.discovery_port.is_some();
+        let waiting = !self.confirming.is_empty() || self.config.discovery.is_some();
         let usable = self
             .nodes
             .values()

@@ -16,7 +16,6 @@
 //! resume where it was.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,9 +34,8 @@ use super::remote::{Blob, BlobSource, FromNode, JobContext, NodeLink, Report, To
 use super::scheduler::{
     Decision, Event, FrameIndex, FrameState, NodeId, Scheduler, SchedulerConfig,
 };
-use crate::lan;
 use crate::node::{self, Node, NodeConfig};
-use crate::wire::{MAX_DATAGRAM_BYTES, Manifest, ManifestFile, NodeInfo, NodeState, Overrides};
+use crate::wire::{Beacon, Manifest, ManifestFile, NodeInfo, NodeState, Overrides};
 
 mod blobs;
 mod driver;
@@ -100,8 +98,9 @@ impl std::fmt::Debug for JobSpec {
 pub struct EngineConfig {
     /// Nodes given by hand (`http://HOST:PORT`).
     pub nodes: Vec<String>,
-    /// UDP port to hear beacons on; `None`: no discovery.
-    pub discovery_port: Option<u16>,
+    /// Where beacons are heard (the process's one discovery socket);
+    /// `None`: only the nodes given.
+    pub discovery: Option<discovery::Listener>,
     /// The controller's own node, running in-process on loopback (see
     /// [`LocalNode`]); `None`: none. Its owner starts and stops it.
     pub local: Option<Arc<LocalNode>>,
@@ -123,7 +122,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             nodes: Vec::new(),
-            discovery_port: Some(crate::wire::DEFAULT_PORT),
+            discovery: None,
             local: None,
             token: None,
             scheduler: SchedulerConfig::default(),
@@ -403,15 +402,6 @@ pub enum EngineError {
         source: std::io::Error,
     },
     /// The discovery port cannot be bound.
-    #[error(
-        "cannot listen for nodes on UDP {port}: {source}; pick --discovery-port or use --no-discovery"
-    )]
-    Discovery {
-        /// The port.
-        port: u16,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The local node cannot start.
     #[error("cannot start the local node: {0}")]
     Local(String),

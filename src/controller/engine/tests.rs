@@ -253,7 +253,6 @@ impl Run {
         };
         let mut config = EngineConfig {
             nodes: nodes.iter().map(|name| uri(name)).collect(),
-            discovery_port: None,
             ..EngineConfig::default()
         };
         configure(&mut config);
