@@ -514,3 +514,78 @@ async fn show_is_taken_from_loopback_only_and_reaches_the_window_watch() {
     assert!(show.has_changed().unwrap());
     assert_eq!(*show.borrow_and_update(), 1);
 }
+
+/// The controller's typed client against a node on a real socket: answers
+/// read as the wire types, errors carry the node's reason, and a blob sent
+/// twice (as two controllers would) succeeds both times.
+#[tokio::test]
+async fn the_controllers_client_reads_every_answer_and_error_typed() {
+    use herd::controller::client::{ClientError, NodeClient};
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), Some("secret"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(herd::node::serve(
+        node,
+        listener,
+        None,
+        stop.clone().cancelled_owned(),
+    ));
+    let http = reqwest::Client::new();
+    let timeout = Duration::from_secs(5);
+    let api = NodeClient::new(http.clone(), &uri, Some("secret".into()), timeout);
+
+    assert_eq!(api.info().await.unwrap().name, "test-node");
+
+    let blob = vec![7u8; 512 * 1024];
+    let hash = sha(&blob);
+    assert!(!api.has_blob(&hash).await.unwrap());
+    for _ in 0..2 {
+        let body = reqwest::Body::from(blob.clone());
+        api.put_blob(&hash, body, blob.len() as u64, timeout)
+            .await
+            .unwrap();
+    }
+    assert!(api.has_blob(&hash).await.unwrap());
+
+    // The node's own reason comes back with the status.
+    let wrong = api
+        .put_blob(
+            &sha(b"other"),
+            reqwest::Body::from(blob.clone()),
+            blob.len() as u64,
+            timeout,
+        )
+        .await
+        .unwrap_err();
+    match &wrong {
+        ClientError::Status {
+            status, message, ..
+        } => {
+            assert_eq!(*status, 400);
+            assert!(message.contains("hash"), "{message}");
+        }
+        other => panic!("a status error, not {other:?}"),
+    }
+
+    let anonymous = NodeClient::new(http.clone(), &uri, None, timeout);
+    match anonymous.info().await.unwrap_err() {
+        ClientError::Status {
+            status, message, ..
+        } => {
+            assert_eq!(status, 401);
+            assert_ne!(message, "no reason given");
+        }
+        other => panic!("a status error, not {other:?}"),
+    }
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    let gone = api.info().await.unwrap_err();
+    assert!(gone.is_transport(), "{gone:?}");
+    assert!(
+        gone.to_string().starts_with(&format!("cannot reach {uri}")),
+        "{gone}"
+    );
+}

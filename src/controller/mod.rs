@@ -13,6 +13,7 @@
 //! - [`job_end`]: the user's command and the notification at a job's end.
 
 pub mod bake;
+pub mod client;
 pub mod deps;
 pub mod discovery;
 pub mod engine;

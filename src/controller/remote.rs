@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::client::{ClientError, NodeClient};
 use super::output::{self, OutputPlan};
 use super::scheduler::{FrameIndex, NodeId};
 use crate::wire::{
@@ -83,13 +83,14 @@ impl BlobSource {
 const UPLOADS_IN_FLIGHT: usize = 4;
 
 impl JobContext {
-    /// A request to `path` under the node's `/api/v1/`, with the token.
-    fn request(&self, uri: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.client.request(method, format!("{uri}/api/v1/{path}"));
-        match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
+    /// The API of the node at `uri`, for this job.
+    fn api(&self, uri: &str) -> NodeClient {
+        NodeClient::new(
+            self.client.clone(),
+            uri,
+            self.token.clone(),
+            self.loss_timeout,
+        )
     }
 }
 
@@ -192,6 +193,7 @@ struct Task {
     ctx: Arc<JobContext>,
     node: NodeId,
     uri: String,
+    api: NodeClient,
     reports: mpsc::Sender<FromNode>,
     renders: BTreeMap<FrameIndex, Tracked>,
     last_answer: Instant,
@@ -207,24 +209,6 @@ enum Upload {
     Refused(String),
 }
 
-/// Why a request failed: the node is unreachable, or it answered an error.
-enum CallError {
-    Transport(String),
-    Status(u16, String),
-    /// The node answered, but not what the API says it answers.
-    Answer(String),
-}
-
-impl CallError {
-    fn message(&self) -> String {
-        match self {
-            Self::Transport(reason) => reason.clone(),
-            Self::Status(status, message) => format!("{status}: {message}"),
-            Self::Answer(message) => message.clone(),
-        }
-    }
-}
-
 /// Runs the task for `link`'s node until the engine drops its channel or
 /// the node is lost; renders of an earlier connection are cancelled first.
 pub async fn run(ctx: Arc<JobContext>, link: NodeLink) {
@@ -235,10 +219,12 @@ pub async fn run(ctx: Arc<JobContext>, link: NodeLink) {
         mut commands,
         reports,
     } = link;
+    let api = ctx.api(&uri);
     let mut task = Task {
         ctx,
         node,
         uri,
+        api,
         reports,
         renders: BTreeMap::new(),
         last_answer: Instant::now(),
@@ -246,9 +232,7 @@ pub async fn run(ctx: Arc<JobContext>, link: NodeLink) {
         missing_told: false,
     };
     for id in stale {
-        let _ = task
-            .call(reqwest::Method::DELETE, &format!("renders/{id}"), None)
-            .await;
+        let _ = task.api.delete_render(&id).await;
     }
     task.report(Report::Uploading).await;
     match task.upload().await {
@@ -264,7 +248,7 @@ pub async fn run(ctx: Arc<JobContext>, link: NodeLink) {
     }
     task.report(Report::Ready).await;
     let (watched_tx, mut watched) = mpsc::channel(4);
-    let watcher = tokio::spawn(watch(Arc::clone(&task.ctx), task.uri.clone(), watched_tx));
+    let watcher = tokio::spawn(watch(task.api.clone(), task.ctx.watch_wait, watched_tx));
     task.last_answer = Instant::now();
     let mut check = tokio::time::interval(Duration::from_millis(250));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -301,37 +285,31 @@ pub async fn run(ctx: Arc<JobContext>, link: NodeLink) {
 /// Keeps one watch request waiting on the node and forwards every answer.
 /// Failed requests are retried after a short pause; the node task decides
 /// when silence means the node is lost.
-async fn watch(ctx: Arc<JobContext>, uri: String, answers: mpsc::Sender<(Instant, RenderChanges)>) {
+async fn watch(
+    api: NodeClient,
+    watch_wait: Duration,
+    answers: mpsc::Sender<(Instant, RenderChanges)>,
+) {
     // The first request only learns the node's sequence number.
     let mut since = u64::MAX;
     loop {
-        let wait_ms = if since == u64::MAX {
-            0
+        let wait = if since == u64::MAX {
+            Duration::ZERO
         } else {
-            ctx.watch_wait.as_millis()
+            watch_wait
         };
         let requested_at = Instant::now();
-        let request = ctx
-            .request(
-                &uri,
-                reqwest::Method::GET,
-                &format!("renders?since={since}&wait_ms={wait_ms}"),
-            )
-            .timeout(ctx.watch_wait + ctx.loss_timeout);
-        let answer = match request.send().await {
-            Ok(response) if response.status().is_success() => {
-                response.json::<RenderChanges>().await.ok()
-            }
-            _ => None,
-        };
-        match answer {
-            Some(changes) => {
+        match api.changes(since, wait).await {
+            Ok(changes) => {
                 since = changes.seq;
                 if answers.send((requested_at, changes)).await.is_err() {
                     return;
                 }
             }
-            None => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(err) => {
+                tracing::debug!("watching {}: {err}", api.uri());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 }
@@ -355,38 +333,6 @@ impl Task {
         self.report(Report::Lost { reason, stale }).await;
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.ctx.request(&self.uri, method, path)
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&RenderRequest>,
-    ) -> Result<Value, CallError> {
-        let mut request = self.request(method, path).timeout(self.ctx.loss_timeout);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| CallError::Transport(transport_text(&err)))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(body)
-        } else {
-            let message = body["error"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_string();
-            Err(CallError::Status(status.as_u16(), message))
-        }
-    }
-
-    /// Sends the .blend unless the node has it.
     /// Sends the node every blob of the job it does not have (HEAD first),
     /// a few at a time.
     async fn upload(&self) -> Result<(), Upload> {
@@ -396,36 +342,16 @@ impl Task {
             .await
     }
 
-    /// Whether the node says it has the blob at `path` (`blobs/HASH`).
-    async fn has_blob(&self, path: &str) -> bool {
-        self.request(reqwest::Method::HEAD, path)
-            .timeout(self.ctx.loss_timeout)
-            .send()
-            .await
-            .is_ok_and(|head| head.status() == reqwest::StatusCode::OK)
-    }
-
     async fn upload_blob(&self, blob: &Blob) -> Result<(), Upload> {
-        let path = format!("blobs/{}", blob.hash);
-        let head = self
-            .request(reqwest::Method::HEAD, &path)
-            .timeout(self.ctx.loss_timeout)
-            .send()
-            .await
-            .map_err(|err| {
-                Upload::Unreachable(format!(
-                    "cannot reach {}: {}",
-                    self.uri,
-                    transport_text(&err)
-                ))
-            })?;
-        match head.status().as_u16() {
-            200 => return Ok(()),
-            404 => {}
-            status => {
+        match self.api.has_blob(&blob.hash).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(err) if err.is_transport() => return Err(Upload::Unreachable(err.to_string())),
+            Err(err) => {
                 return Err(Upload::Refused(format!(
-                    "{} refused the job ({status})",
-                    self.uri
+                    "{} refused the job ({})",
+                    self.uri,
+                    err.reason()
                 )));
             }
         }
@@ -440,37 +366,21 @@ impl Task {
         };
         // Generous: a slow link still gets 1 MB/s, and never less than a minute.
         let limit = Duration::from_secs(60 + blob.bytes / 1_000_000);
-        let response = match self
-            .request(reqwest::Method::PUT, &path)
-            .header(reqwest::header::CONTENT_LENGTH, blob.bytes)
-            .body(body)
-            .timeout(limit)
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            // Another controller may have sent the same blob meanwhile (an
-            // older node then cuts this upload off): there is success.
-            Err(_) if self.has_blob(&path).await => return Ok(()),
-            Err(err) => {
-                return Err(Upload::Unreachable(format!(
-                    "upload to {} failed: {}",
-                    self.uri,
-                    transport_text(&err)
-                )));
-            }
-        };
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            Err(Upload::Refused(format!(
-                "{} refused {} ({status}): {}",
+        // Another controller may send the same blob meanwhile: the client
+        // counts "the node has it" as success, whatever the transfer did.
+        match self.api.put_blob(&blob.hash, body, blob.bytes, limit).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.is_transport() => Err(Upload::Unreachable(format!(
+                "upload to {} failed: {}",
+                self.uri,
+                err.reason()
+            ))),
+            Err(err) => Err(Upload::Refused(format!(
+                "{} refused {} ({})",
                 self.uri,
                 blob.source.describe(),
-                body["error"].as_str().unwrap_or("no reason given")
-            )))
+                err.reason()
+            ))),
         }
     }
 
@@ -483,15 +393,7 @@ impl Task {
                     frame: number,
                     overrides: self.ctx.overrides.clone(),
                 };
-                let created = self
-                    .call(reqwest::Method::POST, "renders", Some(&request))
-                    .await
-                    .and_then(|created| {
-                        serde_json::from_value::<RenderCreated>(created).map_err(|err| {
-                            CallError::Answer(format!("its answer names no render: {err}"))
-                        })
-                    });
-                match created {
+                match self.api.render(&request).await {
                     Ok(RenderCreated { id }) => {
                         self.renders.insert(
                             frame,
@@ -509,7 +411,7 @@ impl Task {
                         let error = format!(
                             "{} would not take frame {number}: {}",
                             self.uri,
-                            err.message()
+                            err.reason()
                         );
                         self.report(Report::Failed(frame, error)).await;
                     }
@@ -517,8 +419,7 @@ impl Task {
             }
             ToNode::Cancel { frame } => {
                 if let Some(tracked) = self.renders.remove(&frame) {
-                    let path = format!("renders/{}", tracked.id);
-                    let _ = self.call(reqwest::Method::DELETE, &path, None).await;
+                    let _ = self.api.delete_render(&tracked.id).await;
                 }
             }
             ToNode::Download { frame } => {
@@ -527,6 +428,7 @@ impl Task {
                         ctx: Arc::clone(&self.ctx),
                         node: self.node,
                         uri: self.uri.clone(),
+                        api: self.api.clone(),
                         reports: self.reports.clone(),
                     };
                     tokio::spawn(fetch.run(frame, tracked));
@@ -628,13 +530,7 @@ impl Task {
     /// Cancels every render this job still has on the node.
     async fn cancel_all(&mut self) {
         for tracked in std::mem::take(&mut self.renders).into_values() {
-            let _ = self
-                .call(
-                    reqwest::Method::DELETE,
-                    &format!("renders/{}", tracked.id),
-                    None,
-                )
-                .await;
+            let _ = self.api.delete_render(&tracked.id).await;
         }
     }
 }
@@ -644,6 +540,7 @@ struct Fetch {
     ctx: Arc<JobContext>,
     node: NodeId,
     uri: String,
+    api: NodeClient,
     reports: mpsc::Sender<FromNode>,
 }
 
@@ -661,9 +558,7 @@ impl Fetch {
             })
             .await;
         // Free the node's copy; it is in the output folder now (or useless).
-        let path = format!("renders/{}", tracked.id);
-        let request = self.ctx.request(&self.uri, reqwest::Method::DELETE, &path);
-        let _ = request.timeout(self.ctx.loss_timeout).send().await;
+        let _ = self.api.delete_render(&tracked.id).await;
     }
 
     /// Fetches every file the frame wrote into a temporary file beside its
@@ -732,59 +627,22 @@ impl Fetch {
         number: i32,
         temp: &std::path::Path,
     ) -> Result<(), String> {
-        use tokio::io::AsyncWriteExt;
-        let request = self.ctx.request(&self.uri, reqwest::Method::GET, remote);
-        let mut response = request
-            .timeout(Duration::from_secs(300))
-            .send()
-            .await
-            .map_err(|err| {
-                format!(
-                    "fetching frame {number} from {} failed: {}",
-                    self.uri,
-                    transport_text(&err)
-                )
-            })?;
-        if !response.status().is_success() {
-            return Err(format!(
+        match self.api.download(remote, temp, DOWNLOAD_LIMIT).await {
+            Ok(_) => Ok(()),
+            Err(err @ ClientError::Write { .. }) => Err(err.to_string()),
+            Err(err) if err.is_transport() => Err(format!(
+                "fetching frame {number} from {} failed: {}",
+                self.uri,
+                err.reason()
+            )),
+            Err(err) => Err(format!(
                 "{} would not hand over frame {number} ({remote}): {}",
                 self.uri,
-                response.status()
-            ));
+                err.reason()
+            )),
         }
-        let write_error = |err: std::io::Error| format!("cannot write {}: {err}", temp.display());
-        if let Some(parent) = temp.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(write_error)?;
-        }
-        let mut file = tokio::fs::File::create(temp).await.map_err(write_error)?;
-        loop {
-            let chunk = response.chunk().await.map_err(|err| {
-                format!(
-                    "fetching frame {number} from {} broke off: {}",
-                    self.uri,
-                    transport_text(&err)
-                )
-            })?;
-            match chunk {
-                Some(bytes) => file.write_all(&bytes).await.map_err(write_error)?,
-                None => break,
-            }
-        }
-        file.sync_all().await.map_err(write_error)
     }
 }
 
-/// A transport error with its causes, short enough for a table cell.
-fn transport_text(err: &reqwest::Error) -> String {
-    use std::error::Error;
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// How long one of a frame's files may take to arrive.
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(300);
