@@ -10,15 +10,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use herd::blender;
 use herd::controller::engine::{
-    self, EngineCommand, EngineConfig, EngineEvent, JobProgress, JobSpec, JobSummary, LocalNode,
-    NodeCheck, NodeStatus, NodeView, Outcome,
+    self, EngineCommand, EngineConfig, EngineEvent, JobChoices, JobProgress, JobSpec, JobSummary,
+    LocalNode, NodeStatus, NodeView, Outcome,
 };
 use herd::controller::frames::parse_frames;
-use herd::controller::output::{OutputPlan, format_from_blender};
+use herd::controller::output::format_from_blender;
 use herd::controller::scheduler::SchedulerConfig;
-use herd::controller::{bake, deps, discovery, inspect, job_end, movie};
+use herd::controller::{bake, discovery, inspect, job_end, movie};
 use herd::node::NodeConfig;
-use herd::wire::{ImageFormat, Overrides};
+use herd::wire::ImageFormat;
 
 /// Options of `herd render`.
 #[derive(Debug, Args)]
@@ -146,43 +146,22 @@ async fn render(
             scene.frame_end
         );
     }
-    let output = OutputPlan::for_scene(&scene, args.out.as_deref(), args.format);
-    let overrides = Overrides {
-        resolution_percent: args.resolution_percent,
-        samples: args.samples,
-        format: args.format,
-        scene: args.scene.clone(),
-        output_name: Some(output.name.clone()),
-        persistent_data: args.no_persistent_data.then_some(false),
-        step_frames: None,
-    };
-    overrides.validate().map_err(anyhow::Error::msg)?;
-    let percent = args
-        .resolution_percent
-        .unwrap_or(scene.resolution_percentage);
-    let expected_size = (!scene.use_multiview).then_some((
-        scene.resolution_x * percent / 100,
-        scene.resolution_y * percent / 100,
-    ));
-
-    let header = inspect::read_header(&args.file)?;
-    let file = args.file.clone();
-    let node_check: NodeCheck = Arc::new(move |info| {
-        inspect::check_compatible(&file, header.version, &info.blender_version)
-            .map_err(|err| err.to_string())
-    });
-    let mut spec = JobSpec {
-        blend: args.file.clone(),
-        files: deps::files_to_send(&scene.dependencies),
-        frames,
-        output,
-        baked: None,
-        in_order: args.in_order || bake::needs_in_order(&scene),
-        overrides,
-        expected_size,
-        overwrite: args.overwrite,
-        node_check: Some(node_check),
-    };
+    let mut spec = JobSpec::for_scene(
+        &scene,
+        JobChoices {
+            frames,
+            out: args.out.clone(),
+            format: args.format,
+            resolution_percent: args.resolution_percent,
+            samples: args.samples,
+            scene: args.scene.clone(),
+            cold_scene: args.no_persistent_data,
+            overwrite: args.overwrite,
+            in_order: args.in_order,
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    spec.node_check = Some(inspect::node_check(&args.file)?);
     let config = EngineConfig {
         nodes: args.farm.node.clone(),
         discovery: if args.farm.no_discovery {

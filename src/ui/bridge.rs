@@ -18,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blender;
 use crate::controller::engine::{
-    self, EngineCommand, EngineConfig, EngineEvent, JobProgress, JobSpec, LocalNode, NodeCheck,
-    NodeView,
+    self, EngineCommand, EngineConfig, EngineEvent, JobProgress, JobSpec, LocalNode, NodeView,
 };
 use crate::controller::inspect::{self, SceneInfo};
 use crate::controller::scheduler::SchedulerConfig;
@@ -617,7 +616,7 @@ fn start_job(
     out: Out,
     end: JobEnd,
 ) -> mpsc::Sender<EngineCommand> {
-    spec.node_check = node_check(&spec.blend);
+    spec.node_check = inspect::node_check(&spec.blend).ok();
     let movie = movie::Encode::for_job(&spec);
     // Commands wait here while the simulations bake, then go to the engine.
     let (commands, mut commands_rx) = mpsc::channel::<EngineCommand>(64);
@@ -745,16 +744,6 @@ async fn encode_movie(blender: &Path, job: &movie::Encode, out: &Out) -> Result<
     }))
     .await;
     Ok(())
-}
-
-/// Refuses nodes whose Blender cannot open the file, as `herd render` does.
-fn node_check(blend: &Path) -> Option<NodeCheck> {
-    let header = inspect::read_header(blend).ok()?;
-    let file = blend.to_path_buf();
-    Some(Arc::new(move |info| {
-        inspect::check_compatible(&file, header.version, &info.blender_version)
-            .map_err(|err| err.to_string())
-    }))
 }
 
 /// Starts the controller's own node; a failure is told to the user and the

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::controller::engine::JobSpec;
+use crate::controller::engine::{JobChoices, JobSpec};
 use crate::controller::frames::parse_frames;
 use crate::controller::inspect::SceneInfo;
-use crate::controller::output::{OutputPlan, format_from_blender};
-use crate::wire::{ImageFormat, Overrides};
+use crate::controller::output::OutputPlan;
+use crate::wire::ImageFormat;
 
 /// The formats the window offers, with their names.
 pub const FORMATS: [(ImageFormat, &str); 3] = [
@@ -78,39 +78,20 @@ impl JobForm {
         }
         let own_dir = OutputPlan::for_scene(scene, None, None).dir;
         let out = (own_dir != Path::new(output_dir)).then(|| PathBuf::from(output_dir));
-        let format = self
-            .format
-            .filter(|format| format_from_blender(&scene.file_format) != Some(*format));
-        let output = OutputPlan::for_scene(scene, out.as_deref(), format);
-        let overrides = Overrides {
-            resolution_percent: (self.resolution_percent != scene.resolution_percentage)
-                .then_some(self.resolution_percent),
-            samples: self
-                .samples
-                .filter(|samples| Some(*samples) != scene.samples),
-            format,
-            scene: self.scene.clone(),
-            persistent_data: (!self.warm_scene).then_some(false),
-            step_frames: None,
-            output_name: Some(output.name.clone()),
-        };
-        overrides.validate()?;
-        let percent = self.resolution_percent;
-        Ok(JobSpec {
-            blend: scene.file.clone(),
-            files: crate::controller::deps::files_to_send(&scene.dependencies),
-            frames,
-            output,
-            baked: None,
-            in_order: crate::controller::bake::needs_in_order(scene),
-            overrides,
-            expected_size: (!scene.use_multiview).then_some((
-                scene.resolution_x * percent / 100,
-                scene.resolution_y * percent / 100,
-            )),
-            overwrite: self.overwrite,
-            node_check: None,
-        })
+        JobSpec::for_scene(
+            scene,
+            JobChoices {
+                frames,
+                out,
+                format: self.format,
+                resolution_percent: Some(self.resolution_percent),
+                samples: self.samples,
+                scene: self.scene.clone(),
+                cold_scene: !self.warm_scene,
+                overwrite: self.overwrite,
+                in_order: false,
+            },
+        )
     }
 }
 
@@ -146,6 +127,7 @@ pub fn is_blend(path: &std::path::Path) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::wire::Overrides;
 
     /// A scene as Blender would describe the demo.
     pub(crate) fn scene() -> SceneInfo {

@@ -28,14 +28,15 @@ use tokio_util::sync::CancellationToken;
 use super::deps;
 use super::discovery;
 use super::frames::format_frames;
+use super::inspect::SceneInfo;
 use super::journal::{FrameRecord, JobRecord, Journal, JournalWriter};
-use super::output::OutputPlan;
+use super::output::{OutputPlan, format_from_blender};
 use super::remote::{Blob, BlobSource, FromNode, JobContext, NodeLink, Report, ToNode};
 use super::scheduler::{
     Decision, Event, FrameIndex, FrameState, NodeId, Scheduler, SchedulerConfig,
 };
 use crate::node::{self, Node, NodeConfig};
-use crate::wire::{Beacon, Manifest, ManifestFile, NodeInfo, NodeState, Overrides};
+use crate::wire::{Beacon, ImageFormat, Manifest, ManifestFile, NodeInfo, NodeState, Overrides};
 
 mod blobs;
 mod driver;
@@ -90,6 +91,77 @@ impl std::fmt::Debug for JobSpec {
             .field("frames", &self.frames.len())
             .field("output_dir", &self.output.dir)
             .finish_non_exhaustive()
+    }
+}
+
+/// What the user chose for a job over the scene's own settings, the same
+/// for `herd render`'s flags and the window's job panel.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobChoices {
+    /// The frames to render.
+    pub frames: Vec<i32>,
+    /// A folder for the frames instead of the scene's output path.
+    pub out: Option<PathBuf>,
+    /// An image format instead of the scene's.
+    pub format: Option<ImageFormat>,
+    /// A resolution percentage instead of the scene's.
+    pub resolution_percent: Option<u32>,
+    /// Samples instead of the scene's.
+    pub samples: Option<u32>,
+    /// The scene to render; none: the file's active scene.
+    pub scene: Option<String>,
+    /// Render without persistent data (a cold scene every frame).
+    pub cold_scene: bool,
+    /// Render frames again even when the output folder has them.
+    pub overwrite: bool,
+    /// Render in order on one node even when the scene does not need it.
+    pub in_order: bool,
+}
+
+impl JobSpec {
+    /// The job that renders `scene` as `choices` say. Only choices that
+    /// differ from the scene's own settings become overrides; a scene whose
+    /// frames depend on the ones before renders in order. The file's
+    /// compatibility with each node is not checked here (see
+    /// [`inspect::node_check`](super::inspect::node_check)).
+    pub fn for_scene(scene: &SceneInfo, choices: JobChoices) -> Result<Self, String> {
+        if choices.frames.is_empty() {
+            return Err("the frame list names no frame".into());
+        }
+        let format = choices
+            .format
+            .filter(|format| format_from_blender(&scene.file_format) != Some(*format));
+        let output = OutputPlan::for_scene(scene, choices.out.as_deref(), format);
+        let percent = choices
+            .resolution_percent
+            .unwrap_or(scene.resolution_percentage);
+        let overrides = Overrides {
+            resolution_percent: (percent != scene.resolution_percentage).then_some(percent),
+            samples: choices
+                .samples
+                .filter(|samples| Some(*samples) != scene.samples),
+            format,
+            scene: choices.scene,
+            output_name: Some(output.name.clone()),
+            persistent_data: choices.cold_scene.then_some(false),
+            step_frames: None,
+        };
+        overrides.validate()?;
+        Ok(Self {
+            blend: scene.file.clone(),
+            files: deps::files_to_send(&scene.dependencies),
+            frames: choices.frames,
+            output,
+            baked: None,
+            in_order: choices.in_order || super::bake::needs_in_order(scene),
+            overrides,
+            expected_size: (!scene.use_multiview).then_some((
+                scene.resolution_x * percent / 100,
+                scene.resolution_y * percent / 100,
+            )),
+            overwrite: choices.overwrite,
+            node_check: None,
+        })
     }
 }
 

@@ -146,6 +146,17 @@ fn quoted(lines: &[String]) -> String {
     }
 }
 
+/// Whether a node can render `blend`: its Blender must open the file's
+/// version (checked against the header, read once here).
+pub fn node_check(blend: &Path) -> Result<super::engine::NodeCheck, InspectError> {
+    let header = read_header(blend)?;
+    let file = blend.to_path_buf();
+    Ok(std::sync::Arc::new(move |info| {
+        check_compatible(&file, header.version, &info.blender_version)
+            .map_err(|err| err.to_string())
+    }))
+}
+
 /// A scene's settings as Blender read them, with what may stop a render.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SceneInfo {
