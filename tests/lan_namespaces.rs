@@ -40,6 +40,41 @@ fn start_node_with(lan: &Lan, host: &str, work_dir: &std::path::Path, extra: &[&
     child
 }
 
+/// Three hosts: h1 for the controller, and a node (one thread, a beacon a
+/// second) on each of h2 and h3. The nodes are killed when it is dropped.
+struct TwoNodes {
+    lan: Lan,
+    /// The nodes of h2 and h3.
+    nodes: [Child; 2],
+    _work: [tempfile::TempDir; 2],
+}
+
+impl TwoNodes {
+    fn up() -> Self {
+        let lan = Lan::up(3);
+        let work = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let args = ["--threads", "1", "--announce-interval", "1"];
+        let nodes = [
+            start_node_with(&lan, "h2", work[0].path(), &args),
+            start_node_with(&lan, "h3", work[1].path(), &args),
+        ];
+        Self {
+            lan,
+            nodes,
+            _work: work,
+        }
+    }
+}
+
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
 /// Runs `herd nodes --json` on `host` and returns the list it prints.
 fn list_nodes(lan: &Lan, host: &str, args: &[&str]) -> Vec<Value> {
     let output = lan
@@ -115,11 +150,8 @@ fn a_job_across_hosts_survives_a_cut_link_and_the_node_rejoins_needs_root() {
     if !common::root_or_skip("a_job_across_hosts_survives_a_cut_link_and_the_node_rejoins") {
         return;
     }
-    let lan = Lan::up(3);
-    let (work2, work3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let args = ["--threads", "1", "--announce-interval", "1"];
-    let mut node2 = start_node_with(&lan, "h2", work2.path(), &args);
-    let mut node3 = start_node_with(&lan, "h3", work3.path(), &args);
+    let farm = TwoNodes::up();
+    let lan = &farm.lan;
     let out = tempfile::tempdir().unwrap();
     let work1 = tempfile::tempdir().unwrap();
     let mut controller = lan
@@ -174,26 +206,7 @@ fn a_job_across_hosts_survives_a_cut_link_and_the_node_rejoins_needs_root() {
         event["event"] == "log" && event["message"].as_str().unwrap_or("").contains("is back")
     });
     assert!(back, "the node rejoined after the link returned");
-    for frame in 1..=24 {
-        let path = out.path().join(format!("demo_{frame:04}.png"));
-        let image = image::open(&path).unwrap();
-        assert_eq!((image.width(), image.height()), (320, 180));
-    }
-    let summary = events
-        .iter()
-        .find(|event| event["event"] == "finished")
-        .unwrap();
-    let rendered: u64 = summary["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|node| node["frames"].as_u64().unwrap())
-        .sum();
-    assert_eq!(rendered, 24, "every frame exactly once");
-    let _ = node2.kill();
-    let _ = node3.kill();
-    let _ = node2.wait();
-    let _ = node3.wait();
+    assert_job_complete(out.path(), &events, 24);
 }
 
 /// Runs `herd render --json` on `host` with `args`; `on_event` sees each
@@ -236,11 +249,8 @@ fn node_and_controller_killed_mid_job_then_resumed_by_hand_needs_root() {
     if !common::root_or_skip("node_and_controller_killed_mid_job_then_resumed_by_hand") {
         return;
     }
-    let lan = Lan::up(3);
-    let (work2, work3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let args = ["--threads", "1", "--announce-interval", "1"];
-    let mut node2 = start_node_with(&lan, "h2", work2.path(), &args);
-    let mut node3 = start_node_with(&lan, "h3", work3.path(), &args);
+    let mut farm = TwoNodes::up();
+    let lan = &farm.lan;
     let out = tempfile::tempdir().unwrap();
     let work1 = tempfile::tempdir().unwrap();
 
@@ -249,7 +259,7 @@ fn node_and_controller_killed_mid_job_then_resumed_by_hand_needs_root() {
     let mut done = 0;
     let mut node3_killed = false;
     let (events, success) = render_on(
-        &lan,
+        lan,
         "h1",
         out.path(),
         work1.path(),
@@ -258,7 +268,7 @@ fn node_and_controller_killed_mid_job_then_resumed_by_hand_needs_root() {
             if event["event"] == "frame" && event["state"] == "done" {
                 done += 1;
                 if event["node"] == "h3" && !node3_killed {
-                    let _ = node3.kill();
+                    let _ = farm.nodes[1].kill();
                     node3_killed = true;
                 }
                 if done == 8 {
@@ -298,7 +308,7 @@ fn node_and_controller_killed_mid_job_then_resumed_by_hand_needs_root() {
 
     // Second run: the surviving node given by hand, no discovery.
     let (events, success) = render_on(
-        &lan,
+        lan,
         "h1",
         out.path(),
         work1.path(),
@@ -343,9 +353,6 @@ fn node_and_controller_killed_mid_job_then_resumed_by_hand_needs_root() {
         })
         .count();
     assert_eq!(leftovers, 0, "no temp files left");
-    let _ = node2.kill();
-    let _ = node2.wait();
-    let _ = node3.wait();
 }
 
 /// A node's blob store: each stored blob's name and whether its content
@@ -375,28 +382,9 @@ fn blob_store(work: &std::path::Path) -> (Vec<(String, bool)>, Vec<String>) {
 /// Every frame of `frames` decodes at the demo's size, none is written
 /// twice (the nodes' counts add up) and no temporary file is left.
 fn assert_job_complete(out: &std::path::Path, events: &[Value], frames: u64) {
-    for frame in 1..=frames {
-        let path = out.join(format!("demo_{frame:04}.png"));
-        let image = image::open(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-        assert_eq!((image.width(), image.height()), (320, 180));
-    }
-    let names: Vec<String> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        names.iter().all(|name| !name.ends_with(".part")),
-        "{names:?}"
-    );
-    let summary = common::finished(events);
-    assert_eq!(summary["frames_done"], frames, "{summary}");
-    let rendered: u64 = summary["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|node| node["frames"].as_u64().unwrap())
-        .sum();
-    assert_eq!(rendered, frames, "every frame exactly once: {summary}");
+    let last = i32::try_from(frames).unwrap();
+    common::check_demo_frames(out, 1..=last);
+    common::assert_rendered_once(events, frames);
 }
 
 /// How long a cut link stays down in the transfer tests: longer than the

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{NodeProcess, demo_blend, demo_variant, finished};
+use common::{NodeProcess, check_demo_frames, demo_blend, demo_variant, finished};
 use serde_json::Value;
 
 const HERD: &str = env!("CARGO_BIN_EXE_herd");
@@ -59,24 +59,6 @@ fn events(child: &mut Child, mut on_event: impl FnMut(&Value)) -> Vec<Value> {
     all
 }
 
-/// Every frame in `out` decodes at 320x180; returns how many there are.
-fn check_frames(out: &Path, frames: std::ops::RangeInclusive<i32>) -> usize {
-    for frame in frames.clone() {
-        let path = out.join(format!("demo_{frame:04}.png"));
-        let image = image::open(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-        assert_eq!((image.width(), image.height()), (320, 180));
-    }
-    let names: Vec<String> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        names.iter().all(|name| !name.ends_with(".part")),
-        "no temp files left: {names:?}"
-    );
-    names.iter().filter(|name| name.ends_with(".png")).count()
-}
-
 #[test]
 fn a_job_spreads_over_given_nodes_and_the_local_one() {
     let a = NodeProcess::start(&["--threads", "1", "--name", "a"]);
@@ -95,17 +77,12 @@ fn a_job_spreads_over_given_nodes_and_the_local_one() {
     let events = events(&mut child, |_| {});
     let status = child.wait().unwrap();
     assert!(status.success(), "{events:?}");
-    assert_eq!(check_frames(out.path(), 1..=12), 12);
+    assert_eq!(check_demo_frames(out.path(), 1..=12), 12);
     let summary = finished(&events);
     assert_eq!(summary["outcome"], "complete");
-    assert_eq!(summary["frames_done"], 12);
+    common::assert_rendered_once(&events, 12);
     let nodes = summary["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3, "{nodes:?}");
-    let rendered: u64 = nodes
-        .iter()
-        .map(|node| node["frames"].as_u64().unwrap())
-        .sum();
-    assert_eq!(rendered, 12, "every frame exactly once: {nodes:?}");
     assert!(
         nodes
             .iter()
@@ -143,7 +120,7 @@ fn a_node_killed_mid_job_loses_nothing() {
         "node a rendered nothing before the kill"
     );
     assert!(status.success(), "{events:?}");
-    assert_eq!(check_frames(out.path(), 1..=16), 16);
+    assert_eq!(check_demo_frames(out.path(), 1..=16), 16);
     let lost = events.iter().any(|event| {
         event["event"] == "log"
             && event["message"]
@@ -152,14 +129,7 @@ fn a_node_killed_mid_job_loses_nothing() {
                 .contains("node lost")
     });
     assert!(lost, "the loss was reported");
-    let summary = finished(&events);
-    let rendered: u64 = summary["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|node| node["frames"].as_u64().unwrap())
-        .sum();
-    assert_eq!(rendered, 16, "no frame written twice");
+    common::assert_rendered_once(&events, 16);
 }
 
 #[test]
@@ -214,7 +184,7 @@ fn a_killed_controller_resumes_without_rendering_done_frames_again() {
         10 - on_disk,
         "done frames were not rendered again"
     );
-    assert_eq!(check_frames(out.path(), 1..=10), 10);
+    assert_eq!(check_demo_frames(out.path(), 1..=10), 10);
 }
 
 #[test]
@@ -368,7 +338,7 @@ fn garbage_and_spoofed_beacons_do_not_disturb_a_job() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     spammer.join().unwrap();
     assert!(child.wait().unwrap().success(), "{events:?}");
-    assert_eq!(check_frames(out.path(), 1..=6), 6);
+    assert_eq!(check_demo_frames(out.path(), 1..=6), 6);
     let summary = finished(&events);
     let names: Vec<&str> = summary["nodes"]
         .as_array()
@@ -409,7 +379,7 @@ fn nodes_with_a_token_need_it_and_unusable_nodes_stop_the_job_clearly() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(check_frames(out.path(), 1..=2), 2);
+    assert_eq!(check_demo_frames(out.path(), 1..=2), 2);
 }
 
 #[test]

@@ -248,23 +248,14 @@ async fn bake_simulations(
     blender: &std::path::Path,
     spec: &JobSpec,
 ) -> Result<PathBuf> {
-    let first = spec.frames.iter().copied().min().unwrap_or(1);
-    let last = spec.frames.iter().copied().max().unwrap_or(1);
     let bar = step_bar(
         args.json,
         "baking the simulations {bar:30} {pos}/{len} frames",
     );
-    let out = bake::baked_path(&spec.output.dir, &spec.blend);
     let started = std::time::Instant::now();
-    let baked = bake::bake(
-        blender,
-        &spec.blend,
-        args.scene.as_deref(),
-        first,
-        last,
-        &out,
-        |done, total| step_progress(&bar, args.json, "baking", done, total),
-    )
+    let baked = bake::bake_job(blender, spec, |done, total| {
+        step_progress(&bar, args.json, "baking", done, total);
+    })
     .await;
     bar.finish_and_clear();
     let baked = baked.map_err(anyhow::Error::msg)?;

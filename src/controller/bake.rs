@@ -50,6 +50,28 @@ pub fn needs_in_order(scene: &SceneInfo) -> bool {
         .any(|simulation| !simulation.baked && !simulation.bakeable)
 }
 
+/// Bakes the simulations of `job`'s scene over the job's frames into the
+/// copy its nodes render ([`baked_path`] in its output folder).
+pub async fn bake_job(
+    blender: &Path,
+    job: &crate::controller::engine::JobSpec,
+    progress: impl FnMut(usize, usize),
+) -> Result<PathBuf, String> {
+    let first = job.frames.iter().copied().min().unwrap_or(1);
+    let last = job.frames.iter().copied().max().unwrap_or(1);
+    let out = baked_path(&job.output.dir, &job.blend);
+    bake(
+        blender,
+        &job.blend,
+        job.overrides.scene.as_deref(),
+        first,
+        last,
+        &out,
+        progress,
+    )
+    .await
+}
+
 /// Bakes `blend`'s simulations (scene `scene`, or its active one) from the
 /// scene's start to `frame_end`, into a copy at `out`; `progress(done,
 /// total)` follows the frames.

@@ -687,22 +687,11 @@ async fn bake_simulations(
         message: "baking the scene's simulations before the job (frames stepped in order)".into(),
     }))
     .await;
-    let first = spec.frames.iter().copied().min().unwrap_or(1);
-    let last = spec.frames.iter().copied().max().unwrap_or(1);
-    let target = bake::baked_path(&spec.output.dir, &spec.blend);
     let (progress_tx, progress_rx) = tokio::sync::watch::channel((0, 0));
     let forward = forward_progress(progress_rx, out.clone(), BridgeEvent::Baking);
-    let baked = bake::bake(
-        blender,
-        &spec.blend,
-        spec.overrides.scene.as_deref(),
-        first,
-        last,
-        &target,
-        |done, total| {
-            let _ = progress_tx.send((done, total));
-        },
-    )
+    let baked = bake::bake_job(blender, spec, |done, total| {
+        let _ = progress_tx.send((done, total));
+    })
     .await;
     drop(progress_tx);
     let _ = forward.await;

@@ -342,6 +342,41 @@ pub fn finished(events: &[Value]) -> &Value {
         .expect("a finished event")
 }
 
+/// Every demo frame of `frames` in `out` decodes at the demo's size
+/// (320×180) and no temporary file is left there; returns how many PNGs
+/// `out` holds.
+pub fn check_demo_frames(out: &Path, frames: std::ops::RangeInclusive<i32>) -> usize {
+    for frame in frames {
+        let path = out.join(format!("demo_{frame:04}.png"));
+        let image = image::open(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        assert_eq!((image.width(), image.height()), (320, 180));
+    }
+    let names: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|name| !name.starts_with(".herd-part-") && !name.ends_with(".part")),
+        "no temporary files left: {names:?}"
+    );
+    names.iter().filter(|name| name.ends_with(".png")).count()
+}
+
+/// The job's nodes rendered `frames` frames in all: every frame once.
+pub fn assert_rendered_once(events: &[Value], frames: u64) {
+    let summary = finished(events);
+    assert_eq!(summary["frames_done"], frames, "{summary}");
+    let rendered: u64 = summary["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["frames"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rendered, frames, "every frame exactly once: {summary}");
+}
+
 /// Saves a copy of the demo scene changed by a line of Blender Python
 /// (`scene` is bound to the scene), e.g. to turn denoising on.
 pub fn demo_variant(dir: &Path, name: &str, change: &str) -> PathBuf {
