@@ -2,7 +2,6 @@
 //! line, with a progress bar (or one JSON event a line) and a summary.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -10,11 +9,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use herd::blender;
 use herd::controller::engine::{
-    self, EngineCommand, EngineConfig, EngineEvent, JobChoices, JobProgress, JobSpec, JobSummary,
-    LocalNode, NodeStatus, NodeView, Outcome,
+    self, EngineCommand, EngineEvent, JobChoices, JobProgress, JobSpec, JobSummary, LocalNode,
+    NodeStatus, NodeView, Outcome,
 };
 use herd::controller::frames::parse_frames;
 use herd::controller::output::format_from_blender;
+use herd::controller::pool::Pool;
 use herd::controller::scheduler::SchedulerConfig;
 use herd::controller::{bake, discovery, inspect, job_end, movie};
 use herd::node::NodeConfig;
@@ -83,25 +83,23 @@ fn parse_format(text: &str) -> Result<ImageFormat, String> {
 /// Runs `herd render`.
 pub async fn run(args: RenderArgs) -> Result<()> {
     let blender_path = blender::locate(args.farm.blender.as_deref())?;
-    // The local node starts first: its Blender warms up while the file is read.
-    let local = if args.farm.no_local {
+    let discovery = if args.farm.no_discovery {
         None
     } else {
-        Some(LocalNode::start(local_node(&args, blender_path.clone()).await?).await?)
+        Some(discovery::Listener::bind(args.farm.discovery_port)?)
     };
-    let result = render(&args, &blender_path, local.clone()).await;
-    if let Some(local) = local {
-        local.stop().await;
+    let mut pool = Pool::new(discovery, args.farm.node.clone(), args.farm.token.clone());
+    // The local node starts first: its Blender warms up while the file is read.
+    if !args.farm.no_local {
+        pool.set_local(LocalNode::start(local_node(&args, blender_path.clone()).await?).await?);
     }
+    let result = render(&args, &blender_path, &pool).await;
+    pool.close().await;
     result
 }
 
-async fn render(
-    args: &RenderArgs,
-    blender_path: &std::path::Path,
-    local: Option<Arc<LocalNode>>,
-) -> Result<()> {
-    let scene = match &local {
+async fn render(args: &RenderArgs, blender_path: &std::path::Path, pool: &Pool) -> Result<()> {
+    let scene = match pool.local() {
         // The local node's warm Blender reads the scene: one Blender for the
         // job, not two.
         Some(local) => {
@@ -162,21 +160,10 @@ async fn render(
     )
     .map_err(anyhow::Error::msg)?;
     spec.node_check = Some(inspect::node_check(&args.file)?);
-    let config = EngineConfig {
-        nodes: args.farm.node.clone(),
-        discovery: if args.farm.no_discovery {
-            None
-        } else {
-            Some(discovery::Listener::bind(args.farm.discovery_port)?)
-        },
-        local,
-        token: args.farm.token.clone(),
-        scheduler: SchedulerConfig {
-            max_attempts: args.farm.retries.max(1),
-            ..SchedulerConfig::default()
-        },
-        ..EngineConfig::default()
-    };
+    let config = pool.engine_config(SchedulerConfig {
+        max_attempts: args.farm.retries.max(1),
+        ..SchedulerConfig::default()
+    });
     if !args.json {
         for warning in &scene.warnings {
             eprintln!("warning: {warning}");

@@ -23,6 +23,7 @@ pub mod job_end;
 pub mod journal;
 pub mod movie;
 pub mod output;
+pub mod pool;
 pub mod remote;
 pub mod scheduler;
 pub mod step;

@@ -21,8 +21,8 @@ use crate::controller::engine::{
     self, EngineCommand, EngineConfig, EngineEvent, JobProgress, JobSpec, LocalNode, NodeView,
 };
 use crate::controller::inspect::{self, SceneInfo};
+use crate::controller::pool::Pool;
 use crate::controller::scheduler::SchedulerConfig;
-use crate::controller::watch::{self, ServerTable, WatchCommand, WatchConfig};
 use crate::controller::{bake, discovery, job_end, movie};
 
 use super::{notify, thumbnails};
@@ -250,79 +250,8 @@ impl Out {
     }
 }
 
-/// The standing watch of the servers between jobs.
-struct Watch {
-    stop: CancellationToken,
-    commands: mpsc::Sender<WatchCommand>,
-    task: JoinHandle<ServerTable>,
-}
-
-impl Watch {
-    /// Starts watching with what was known before.
-    fn start(
-        config: &BridgeConfig,
-        discovery: Option<&discovery::Listener>,
-        table: ServerTable,
-        local: Option<&LocalNode>,
-        left_out: &BTreeSet<String>,
-        out: &Out,
-    ) -> Self {
-        let stop = CancellationToken::new();
-        let (commands, commands_rx) = mpsc::channel(64);
-        let (rows_tx, mut rows_rx) = mpsc::channel(4);
-        for uri in &config.nodes {
-            let _ = commands.try_send(WatchCommand::Add {
-                uri: uri.clone(),
-                local: false,
-            });
-        }
-        if let Some(local) = local {
-            let _ = commands.try_send(WatchCommand::Add {
-                uri: local.uri().to_string(),
-                local: true,
-            });
-        }
-        let watch_config = WatchConfig {
-            discovery: discovery.cloned(),
-            token: config.token.clone(),
-        };
-        let task = tokio::spawn(watch::run(
-            watch_config,
-            table,
-            left_out.clone(),
-            commands_rx,
-            rows_tx,
-            stop.clone(),
-        ));
-        let out = out.clone();
-        tokio::spawn(async move {
-            while let Some(rows) = rows_rx.recv().await {
-                out.send(BridgeEvent::Servers(rows)).await;
-            }
-        });
-        Self {
-            stop,
-            commands,
-            task,
-        }
-    }
-
-    /// Tells the watch something; a busy watch misses nothing important
-    /// (servers come back by beacon, the set is sent again on change).
-    fn tell(&self, command: WatchCommand) {
-        let _ = self.commands.try_send(command);
-    }
-
-    /// Stops watching (a job's engine watches its nodes) and returns what
-    /// it knew.
-    async fn stop(self) -> ServerTable {
-        self.stop.cancel();
-        self.task.await.unwrap_or_default()
-    }
-}
-
 async fn run(
-    mut config: BridgeConfig,
+    config: BridgeConfig,
     mut commands: mpsc::Receiver<BridgeCommand>,
     out: Out,
     shutdown: CancellationToken,
@@ -341,8 +270,6 @@ async fn run(
             let _ = local_tx.send(start_local(config, path, out).await).await;
         });
     }
-    let mut local: Option<Arc<LocalNode>> = None;
-    let mut left_out = BTreeSet::new();
     // One discovery socket for the window's life, shared by the standing
     // watch and every job.
     let discovery = match config.discovery_port {
@@ -359,15 +286,18 @@ async fn run(
         },
         None => None,
     };
-    let mut watch = Some(Watch::start(
-        &config,
-        discovery.as_ref(),
-        ServerTable::default(),
-        None,
-        &left_out,
-        &out,
-    ));
-    let mut table = ServerTable::default();
+    let mut pool = Pool::new(discovery, config.nodes.clone(), config.token.clone());
+    // The standing watch's rows, whichever watch sends them.
+    let (rows_tx, mut rows_rx) = mpsc::channel(4);
+    {
+        let out = out.clone();
+        tokio::spawn(async move {
+            while let Some(rows) = rows_rx.recv().await {
+                out.send(BridgeEvent::Servers(rows)).await;
+            }
+        });
+    }
+    pool.watch(rows_tx.clone());
     let mut job: Option<mpsc::Sender<EngineCommand>> = None;
     let (ended_tx, mut ended_rx) = mpsc::channel::<()>(1);
     // Shared with the job tasks, which read it when their job ends.
@@ -377,24 +307,13 @@ async fn run(
             () = shutdown.cancelled() => break,
             Some(started) = local_rx.recv(), if local_pending => {
                 local_pending = false;
-                local = started;
-                if let (Some(watch), Some(local)) = (&watch, &local) {
-                    watch.tell(WatchCommand::Add { uri: local.uri().to_string(), local: true });
+                if let Some(local) = started {
+                    pool.set_local(local);
                 }
                 continue;
             }
             Some(()) = ended_rx.recv() => {
-                if watch.is_none() {
-                    let known = std::mem::take(&mut table);
-                    watch = Some(Watch::start(
-                        &config,
-                        discovery.as_ref(),
-                        known,
-                        local.as_deref(),
-                        &left_out,
-                        &out,
-                    ));
-                }
+                pool.watch(rows_tx.clone());
                 continue;
             }
             command = commands.recv() => match command {
@@ -406,14 +325,27 @@ async fn run(
             BridgeCommand::Inspect { path, scene } => {
                 let blender = blender.clone();
                 let out = out.clone();
+                // The local node's warm Blender reads the file, unless it
+                // renders a job (then a Blender of its own does).
+                let idle = job.as_ref().is_none_or(mpsc::Sender::is_closed);
+                let local = pool.local().filter(|_| idle).cloned();
                 tokio::spawn(async move {
-                    let result = match blender {
-                        Ok(blender) => inspect::inspect_scene(&blender, &path, scene.as_deref())
-                            .await
-                            .map(Box::new)
-                            .map_err(|err| err.to_string()),
-                        Err(err) => Err(err),
+                    let scene = scene.as_deref();
+                    let result = match (blender, local) {
+                        (Ok(blender), Some(local)) => {
+                            inspect::inspect_with_local(&local, &blender, &path, scene).await
+                        }
+                        (Ok(blender), None) => inspect::inspect_scene(&blender, &path, scene).await,
+                        (Err(err), _) => {
+                            out.send(BridgeEvent::Inspected {
+                                path,
+                                result: Err(err),
+                            })
+                            .await;
+                            return;
+                        }
                     };
+                    let result = result.map(Box::new).map_err(|err| err.to_string());
                     out.send(BridgeEvent::Inspected { path, result }).await;
                 });
             }
@@ -457,23 +389,15 @@ async fn run(
                 }
                 if local_pending {
                     local_pending = false;
-                    local = local_rx.recv().await.flatten();
+                    if let Some(local) = local_rx.recv().await.flatten() {
+                        pool.set_local(local);
+                    }
                 }
-                if let Some(watch) = watch.take() {
-                    table = watch.stop().await;
-                }
-                let engine_config = EngineConfig {
-                    nodes: config.nodes.clone(),
-                    discovery: discovery.clone(),
-                    local: local.clone(),
-                    token: config.token.clone(),
-                    scheduler: SchedulerConfig {
-                        max_attempts: config.retries.max(1),
-                        ..SchedulerConfig::default()
-                    },
-                    left_out: left_out.clone(),
-                    ..EngineConfig::default()
-                };
+                pool.stop_watch().await;
+                let engine_config = pool.engine_config(SchedulerConfig {
+                    max_attempts: config.retries.max(1),
+                    ..SchedulerConfig::default()
+                });
                 job = Some(start_job(
                     *spec,
                     bake,
@@ -504,25 +428,12 @@ async fn run(
                 }
             }
             BridgeCommand::AddNode(uri) => {
-                if !config.nodes.contains(&uri) {
-                    config.nodes.push(uri.clone());
-                }
-                if let Some(watch) = &watch {
-                    watch.tell(WatchCommand::Add {
-                        uri: uri.clone(),
-                        local: false,
-                    });
-                }
+                pool.add(&uri);
                 if let Some(job) = &job {
                     let _ = job.send(EngineCommand::AddNode(uri)).await;
                 }
             }
-            BridgeCommand::LeaveOut(set) => {
-                if let Some(watch) = &watch {
-                    watch.tell(WatchCommand::LeftOut(set.clone()));
-                }
-                left_out = set;
-            }
+            BridgeCommand::LeaveOut(set) => pool.leave_out(set),
             BridgeCommand::OpenPath(path) => {
                 let opener = if cfg!(target_os = "macos") {
                     "open"
@@ -550,15 +461,10 @@ async fn run(
     if let Some(job) = job {
         let _ = job.send(EngineCommand::Cancel).await;
     }
-    if let Some(watch) = watch {
-        watch.stop().await;
+    if local_pending && let Some(local) = local_rx.recv().await.flatten() {
+        pool.set_local(local);
     }
-    if local_pending {
-        local = local_rx.recv().await.flatten();
-    }
-    if let Some(local) = local {
-        local.stop().await;
-    }
+    pool.close().await;
 }
 
 /// What happens when a job ends.
