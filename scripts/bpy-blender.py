@@ -135,9 +135,11 @@ def main(args):
                 finally:
                     current.frame_start, current.frame_end, current.frame_step = kept
 
-    def run_script(path):
+    def run_python(run):
+        # As Blender: an error is printed and the next argument runs, unless
+        # --python-exit-code asked for an exit.
         try:
-            runpy.run_path(path, run_name="__main__")
+            run()
         except SystemExit:
             raise
         except BaseException:
@@ -145,15 +147,11 @@ def main(args):
             if state.get("python_exit_code"):
                 finish(state["python_exit_code"])
 
+    def run_script(path):
+        run_python(lambda: runpy.run_path(path, run_name="__main__"))
+
     def run_expr(expr):
-        try:
-            exec(compile(expr, "<string>", "exec"), {"__name__": "__main__"})
-        except SystemExit:
-            raise
-        except BaseException:
-            traceback.print_exc()
-            if state.get("python_exit_code"):
-                finish(state["python_exit_code"])
+        run_python(lambda: exec(compile(expr, "<string>", "exec"), {"__name__": "__main__"}))
 
     allow_scripts = False
     index = 0
