@@ -251,20 +251,110 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A node window running its node on `runtime` until `shutdown`, named
-/// `ui-test-node`, on loopback: its command sender, its task and the
-/// window.
+/// A window's background on a runtime of its own: the controller's bridge
+/// or a node window's node. It is told to stop, and awaited, by
+/// [`Background::stop`] (which checks it ended cleanly) or when dropped.
+struct Background {
+    runtime: tokio::runtime::Runtime,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    fn new() -> Self {
+        Self {
+            runtime: runtime(),
+            shutdown: CancellationToken::new(),
+            task: None,
+        }
+    }
+
+    /// The controller's bridge with `config`, repainting with `notify`.
+    fn bridge(config: BridgeConfig, notify: bridge::Notify) -> (Self, bridge::BridgeLink) {
+        let mut background = Self::new();
+        let (link, task) = bridge::spawn(
+            background.runtime.handle(),
+            config,
+            notify,
+            background.shutdown.clone(),
+        );
+        background.task = Some(task);
+        (background, link)
+    }
+
+    /// Stops it and checks that it ended cleanly.
+    fn stop(mut self) {
+        self.shutdown.cancel();
+        self.join();
+    }
+
+    /// Waits for it to end (after it was told to stop) and checks that it
+    /// ended cleanly.
+    fn join(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.runtime.block_on(task).unwrap();
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = self.runtime.block_on(task);
+        }
+    }
+}
+
+fn no_repaint() -> bridge::Notify {
+    Arc::new(|| {})
+}
+
+/// A controller window over `link` that opened `blend`, stepped until the
+/// file is read, at `size`.
+fn read_in_window(
+    link: bridge::BridgeLink,
+    blend: &Path,
+    size: egui::Vec2,
+) -> Harness<'static, ControllerApp> {
+    let mut app = ControllerApp::new(link);
+    app.open(blend.to_path_buf());
+    let mut harness = controller_harness(app);
+    harness.set_size(size);
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        app.inspecting.is_none()
+    });
+    harness
+}
+
+/// Sets the job panel: which frames, at what size, into which folder.
+fn set_up_job(
+    harness: &mut Harness<'static, ControllerApp>,
+    frames: &str,
+    percent: u32,
+    out: &Path,
+) {
+    let app = harness.state_mut();
+    let (_, form) = app.scene.as_mut().expect("the job panel is shown");
+    form.frames = frames.into();
+    form.resolution_percent = percent;
+    form.output_dir = out.display().to_string();
+    harness.run_steps(2);
+}
+
+/// A node window running its node in the background, named
+/// `ui-test-node`, on loopback: the background, the node's command sender
+/// and the window.
 fn node_window(
-    runtime: &tokio::runtime::Runtime,
-    shutdown: &CancellationToken,
     blender: PathBuf,
     work_dir: &Path,
     simulate: Option<Duration>,
 ) -> (
+    Background,
     tokio::sync::mpsc::Sender<NodeCommand>,
-    tokio::task::JoinHandle<()>,
     Harness<'static, NodeApp>,
 ) {
+    let mut background = Background::new();
     let launch = NodeLaunch {
         blender: Some(blender),
         name: Some("ui-test-node".into()),
@@ -281,8 +371,13 @@ fn node_window(
         discovery: None,
         simulate,
     };
-    let (link, task) =
-        node_launch::launch(runtime.handle(), launch, Arc::new(|| {}), shutdown.clone());
+    let (link, task) = node_launch::launch(
+        background.runtime.handle(),
+        launch,
+        Arc::new(|| {}),
+        background.shutdown.clone(),
+    );
+    background.task = Some(task);
     let commands = link.commands.clone();
     let harness = Harness::builder()
         .with_size(egui::vec2(560.0, 500.0))
@@ -290,7 +385,7 @@ fn node_window(
             |ui, app: &mut NodeApp| app.window_ui(ui),
             NodeApp::new(link),
         );
-    (commands, task, harness)
+    (background, commands, harness)
 }
 
 /// Steps until the frame viewer shows a decoded image.
@@ -316,15 +411,13 @@ fn step_until<S>(harness: &mut Harness<'_, S>, timeout: Duration, done: impl Fn(
 
 #[test]
 fn dropping_the_demo_blend_reads_it_with_blender_and_shows_the_job_panel() {
-    let runtime = runtime();
-    let shutdown = CancellationToken::new();
     let config = BridgeConfig {
         blender: Some(PathBuf::from("/usr/bin/blender")),
         local: false,
         discovery_port: None,
         ..BridgeConfig::default()
     };
-    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
+    let (background, link) = Background::bridge(config, no_repaint());
     let mut harness = controller_harness(ControllerApp::new(link));
     harness.run();
     harness
@@ -356,22 +449,14 @@ fn dropping_the_demo_blend_reads_it_with_blender_and_shows_the_job_panel() {
     harness.get_by_label_contains("24 frames");
     harness.get_by_label("Start");
 
-    shutdown.cancel();
-    runtime.block_on(task).unwrap();
+    background.stop();
 }
 
 #[test]
 fn the_node_window_says_when_blender_is_missing() {
-    let runtime = runtime();
     let work_dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
-    let (commands, task, mut harness) = node_window(
-        &runtime,
-        &shutdown,
-        PathBuf::from("/nonexistent/blender"),
-        work_dir.path(),
-        None,
-    );
+    let (background, commands, mut harness) =
+        node_window(PathBuf::from("/nonexistent/blender"), work_dir.path(), None);
     step_until(&mut harness, Duration::from_secs(20), |app| {
         !matches!(app.phase, NodePhase::Starting)
     });
@@ -401,7 +486,7 @@ fn the_node_window_says_when_blender_is_missing() {
     let blend = std::fs::read(common::demo_blend()).unwrap();
     let hash = common::sha256(&blend);
     let client = reqwest::Client::new();
-    runtime.block_on(async {
+    background.runtime.block_on(async {
         let put = client
             .put(format!("{url}/blobs/{hash}"))
             .body(blend)
@@ -427,16 +512,13 @@ fn the_node_window_says_when_blender_is_missing() {
     });
     harness.get_by_label("Last frame");
     harness.get_by_label("frame 3");
-    shutdown.cancel();
-    runtime.block_on(task).unwrap();
+    background.stop();
 }
 
 #[test]
 fn a_job_started_from_the_window_renders_on_the_local_node() {
-    let runtime = runtime();
     let work_dir = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
     let config = BridgeConfig {
         blender: Some(PathBuf::from("/usr/bin/blender")),
         local: true,
@@ -444,21 +526,9 @@ fn a_job_started_from_the_window_renders_on_the_local_node() {
         discovery_port: None,
         ..BridgeConfig::default()
     };
-    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
-    let mut app = ControllerApp::new(link);
-    app.open(common::demo_blend());
-    let mut harness = controller_harness(app);
-    step_until(&mut harness, Duration::from_secs(120), |app| {
-        app.inspecting.is_none()
-    });
-    {
-        let app = harness.state_mut();
-        let (_, form) = app.scene.as_mut().expect("the job panel is shown");
-        form.frames = "1-2".into();
-        form.resolution_percent = 25;
-        form.output_dir = out_dir.path().display().to_string();
-    }
-    harness.run_steps(2);
+    let (background, link) = Background::bridge(config, no_repaint());
+    let mut harness = read_in_window(link, &common::demo_blend(), SIZE);
+    set_up_job(&mut harness, "1-2", 25, out_dir.path());
     harness.get_by_label("Start").click();
     harness.step();
     assert!(harness.state().job_running(), "the job starts at once");
@@ -523,19 +593,14 @@ fn a_job_started_from_the_window_renders_on_the_local_node() {
     assert_eq!(harness.state().viewer.as_ref().unwrap().frame, 2);
     harness.get_by_label("Frame 2");
 
-    shutdown.cancel();
-    runtime.block_on(task).unwrap();
+    background.stop();
 }
 
 #[test]
 fn the_node_window_pauses_resumes_and_stops_its_node() {
-    let runtime = runtime();
     let work_dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
     // No frame is sent: the simulated renderer is never asked for one.
-    let (_commands, task, mut harness) = node_window(
-        &runtime,
-        &shutdown,
+    let (mut background, _commands, mut harness) = node_window(
         common::blender(),
         work_dir.path(),
         Some(Duration::from_millis(10)),
@@ -574,7 +639,7 @@ fn the_node_window_pauses_resumes_and_stops_its_node() {
         matches!(app.phase, NodePhase::Stopped(None))
     });
     harness.get_by_label_contains("The node stopped");
-    runtime.block_on(task).unwrap();
+    background.join();
 }
 
 #[test]
@@ -621,19 +686,17 @@ fn free_udp_port() -> u16 {
 fn servers_on_the_lan_show_up_before_a_job_and_one_left_out_gets_frames_only_when_ticked() {
     // Probes and beacons of this process stay on loopback.
     herd::lan::force_loopback_only();
-    let runtime = runtime();
     let discovery_port = free_udp_port();
     let announce = format!("127.0.0.1:{discovery_port}");
     let node = common::NodeProcess::start(&["--name", "lan-node", "--announce-to", &announce]);
     let out_dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
     let config = BridgeConfig {
         blender: Some(common::blender()),
         local: false,
         discovery_port: Some(discovery_port),
         ..BridgeConfig::default()
     };
-    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
+    let (background, link) = Background::bridge(config, no_repaint());
     let mut harness = controller_harness(ControllerApp::new(link));
 
     // No job yet: the node is heard by its beacon and shown with its state.
@@ -659,13 +722,7 @@ fn servers_on_the_lan_show_up_before_a_job_and_one_left_out_gets_frames_only_whe
     step_until(&mut harness, Duration::from_secs(120), |app| {
         app.inspecting.is_none()
     });
-    {
-        let (_, form) = harness.state_mut().scene.as_mut().unwrap();
-        form.frames = "1".into();
-        form.resolution_percent = 25;
-        form.output_dir = out_dir.path().display().to_string();
-    }
-    harness.run_steps(2);
+    set_up_job(&mut harness, "1", 25, out_dir.path());
     harness.get_by_label("Start").click();
     step_until(&mut harness, Duration::from_secs(30), |app| {
         app.state.nodes.values().any(|row| !row.enabled)
@@ -694,8 +751,7 @@ fn servers_on_the_lan_show_up_before_a_job_and_one_left_out_gets_frames_only_whe
     step_until(&mut harness, Duration::from_secs(30), |app| {
         !app.state.servers.is_empty()
     });
-    shutdown.cancel();
-    runtime.block_on(task).unwrap();
+    background.stop();
 }
 
 #[test]
@@ -728,22 +784,18 @@ fn a_scene_with_a_missing_texture_says_which_and_starts_only_when_told_to() {
     common::deps_scene(dir.path(), false);
     std::fs::remove_file(dir.path().join("textures/wood.png")).unwrap();
 
-    let runtime = runtime();
-    let shutdown = CancellationToken::new();
     let config = BridgeConfig {
         blender: Some(common::blender()),
         local: false,
         discovery_port: None,
         ..BridgeConfig::default()
     };
-    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
-    let mut app = ControllerApp::new(link);
-    app.open(dir.path().join("shot/scene.blend"));
-    let mut harness = controller_harness(app);
-    harness.set_size(egui::vec2(900.0, 900.0));
-    step_until(&mut harness, Duration::from_secs(120), |app| {
-        app.inspecting.is_none()
-    });
+    let (background, link) = Background::bridge(config, no_repaint());
+    let mut harness = read_in_window(
+        link,
+        &dir.path().join("shot/scene.blend"),
+        egui::vec2(900.0, 900.0),
+    );
     harness.get_by_label_contains("Reads 6 files beside the .blend");
     harness.get_by_label_contains("missing image 'wood.png' (//../textures/wood.png)");
     let start = harness.get_by_label("Start");
@@ -757,8 +809,7 @@ fn a_scene_with_a_missing_texture_says_which_and_starts_only_when_told_to() {
     harness.run_steps(2);
     assert!(harness.state().allow_missing);
     assert!(!harness.get_by_label("Start").accesskit_node().is_disabled());
-    shutdown.cancel();
-    runtime.block_on(task).unwrap();
+    background.stop();
 }
 
 /// A minimised window: eframe runs no `ui` pass, it calls only `App::logic`
@@ -773,7 +824,6 @@ fn a_minimised_window_never_stalls_a_job() {
 
     const ON_DISK: i32 = 10_000;
     const TO_RENDER: i32 = 10;
-    let runtime = runtime();
     let work_dir = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     // The demo at 30 %: 96×54, the size every frame must have.
@@ -798,7 +848,6 @@ fn a_minimised_window_never_stalls_a_job() {
         let repaint = Arc::clone(&repaint);
         Arc::new(move || repaint.store(true, Ordering::SeqCst))
     };
-    let shutdown = CancellationToken::new();
     let config = BridgeConfig {
         blender: Some(common::blender()),
         local: true,
@@ -807,13 +856,8 @@ fn a_minimised_window_never_stalls_a_job() {
         discovery_port: None,
         ..BridgeConfig::default()
     };
-    let (link, task) = bridge::spawn(runtime.handle(), config, notify, shutdown.clone());
-    let mut app = ControllerApp::new(link);
-    app.open(common::demo_blend());
-    let mut harness = controller_harness(app);
-    step_until(&mut harness, Duration::from_secs(120), |app| {
-        app.inspecting.is_none()
-    });
+    let (background, link) = Background::bridge(config, notify);
+    let mut harness = read_in_window(link, &common::demo_blend(), SIZE);
     {
         let app = harness.state_mut();
         let message = app.message.clone();
@@ -871,8 +915,7 @@ fn a_minimised_window_never_stalls_a_job() {
         app.events_taken
     );
 
-    shutdown.cancel();
-    runtime.block_on(task).unwrap();
+    background.stop();
 }
 
 /// Starts windows fed by channels the test holds, and records which modes
@@ -1039,11 +1082,9 @@ fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
 
 #[test]
 fn the_command_typed_in_the_job_panel_gets_the_jobs_summary_when_it_ends() {
-    let runtime = runtime();
     let work_dir = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let written = work_dir.path().join("summary.json");
-    let shutdown = CancellationToken::new();
     let config = BridgeConfig {
         blender: Some(common::blender()),
         local: true,
@@ -1051,22 +1092,9 @@ fn the_command_typed_in_the_job_panel_gets_the_jobs_summary_when_it_ends() {
         discovery_port: None,
         ..BridgeConfig::default()
     };
-    let (link, task) = bridge::spawn(runtime.handle(), config, Arc::new(|| {}), shutdown.clone());
-    let mut app = ControllerApp::new(link);
-    app.open(common::demo_blend());
-    let mut harness = controller_harness(app);
-    harness.set_size(egui::vec2(900.0, 900.0));
-    step_until(&mut harness, Duration::from_secs(120), |app| {
-        app.inspecting.is_none()
-    });
-    {
-        let app = harness.state_mut();
-        let (_, form) = app.scene.as_mut().expect("the job panel is shown");
-        form.frames = "1".into();
-        form.resolution_percent = 25;
-        form.output_dir = out_dir.path().display().to_string();
-    }
-    harness.run_steps(2);
+    let (background, link) = Background::bridge(config, no_repaint());
+    let mut harness = read_in_window(link, &common::demo_blend(), egui::vec2(900.0, 900.0));
+    set_up_job(&mut harness, "1", 25, out_dir.path());
     let field = "When the job ends, run:";
     harness
         .get_by_role_and_label(egui::accesskit::Role::TextInput, field)
@@ -1098,8 +1126,7 @@ fn the_command_typed_in_the_job_panel_gets_the_jobs_summary_when_it_ends() {
         harness.state().remembered.on_end.starts_with("cat > "),
         "the command is remembered for the next run"
     );
-    shutdown.cancel();
-    runtime.block_on(task).unwrap();
+    background.stop();
 }
 
 #[test]
