@@ -40,33 +40,40 @@ fn start_node_with(lan: &Lan, host: &str, work_dir: &std::path::Path, extra: &[&
     child
 }
 
-/// Three hosts: h1 for the controller, and a node (one thread, a beacon a
-/// second) on each of h2 and h3. The nodes are killed when it is dropped.
-struct TwoNodes {
+/// A LAN of `hosts` hosts: h1 for the controller, and a node started with
+/// `args` on each of h2, h3, …, with a work dir of its own. The nodes are
+/// killed when it is dropped.
+struct Farm {
     lan: Lan,
-    /// The nodes of h2 and h3.
-    nodes: [Child; 2],
-    _work: [tempfile::TempDir; 2],
+    /// The nodes of h2, h3, …
+    nodes: Vec<Child>,
+    /// Their work dirs.
+    work: Vec<tempfile::TempDir>,
 }
 
-impl TwoNodes {
-    fn up() -> Self {
-        let lan = Lan::up(3);
-        let work = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-        let args = ["--threads", "1", "--announce-interval", "1"];
-        let nodes = [
-            start_node_with(&lan, "h2", work[0].path(), &args),
-            start_node_with(&lan, "h3", work[1].path(), &args),
-        ];
-        Self {
-            lan,
-            nodes,
-            _work: work,
+impl Farm {
+    fn up(hosts: usize, args: &[&str]) -> Self {
+        let lan = Lan::up(hosts);
+        let mut work = Vec::new();
+        let mut nodes = Vec::new();
+        for host in 2..=hosts {
+            let dir = tempfile::tempdir().unwrap();
+            nodes.push(start_node_with(&lan, &format!("h{host}"), dir.path(), args));
+            work.push(dir);
         }
+        Self { lan, nodes, work }
+    }
+
+    /// Three hosts, nodes on h2 and h3 with a beacon every second.
+    fn two_nodes() -> Self {
+        Self::up(3, &["--threads", "1", "--announce-interval", "1"])
     }
 }
 
-impl Drop for TwoNodes {
+/// `herd render` arguments for the node on h2 only, given by hand.
+const ONLY_H2: [&str; 3] = ["--no-discovery", "--node", "http://10.77.0.2:8082"];
+
+impl Drop for Farm {
     fn drop(&mut self) {
         for node in &mut self.nodes {
             let _ = node.kill();
@@ -150,7 +157,7 @@ fn a_job_across_hosts_survives_a_cut_link_and_the_node_rejoins_needs_root() {
     if !common::root_or_skip("a_job_across_hosts_survives_a_cut_link_and_the_node_rejoins") {
         return;
     }
-    let farm = TwoNodes::up();
+    let farm = Farm::two_nodes();
     let lan = &farm.lan;
     let out = tempfile::tempdir().unwrap();
     let work1 = tempfile::tempdir().unwrap();
@@ -249,7 +256,7 @@ fn node_and_controller_killed_mid_job_then_resumed_by_hand_needs_root() {
     if !common::root_or_skip("node_and_controller_killed_mid_job_then_resumed_by_hand") {
         return;
     }
-    let mut farm = TwoNodes::up();
+    let mut farm = Farm::two_nodes();
     let lan = &farm.lan;
     let out = tempfile::tempdir().unwrap();
     let work1 = tempfile::tempdir().unwrap();
@@ -312,13 +319,7 @@ fn node_and_controller_killed_mid_job_then_resumed_by_hand_needs_root() {
         "h1",
         out.path(),
         work1.path(),
-        &[
-            "--frames",
-            "1-20",
-            "--no-discovery",
-            "--node",
-            "http://10.77.0.2:8082",
-        ],
+        &[&["--frames", "1-20"][..], &ONLY_H2].concat(),
         |_, _| {},
     );
     assert!(success, "{events:?}");
@@ -396,14 +397,13 @@ fn a_link_cut_mid_upload_then_restored_never_uses_a_half_upload_needs_root() {
     if !common::root_or_skip("a_link_cut_mid_upload_then_restored_never_uses_a_half_upload") {
         return;
     }
-    let lan = Lan::up(2);
-    let work2 = tempfile::tempdir().unwrap();
-    let mut node2 = start_node_with(&lan, "h2", work2.path(), &["--threads", "1"]);
+    let farm = Farm::up(2, &["--threads", "1"]);
+    let (lan, work2) = (&farm.lan, farm.work[0].path());
     // The controller sends at 256 kbit/s: the 96 KiB scene takes 3 s.
     lan.shape("h1", "256kbit");
     let out = tempfile::tempdir().unwrap();
     let work1 = tempfile::tempdir().unwrap();
-    let incoming = work2.path().join("blobs/incoming");
+    let incoming = work2.join("blobs/incoming");
     let scene_bytes = std::fs::metadata(common::demo_blend()).unwrap().len();
     let (cut_at_bytes, (events, success)) = std::thread::scope(|scope| {
         // Cut the node's link once part of the scene is on its disk.
@@ -430,17 +430,11 @@ fn a_link_cut_mid_upload_then_restored_never_uses_a_half_upload_needs_root() {
             }
         });
         let rendered = render_on(
-            &lan,
+            lan,
             "h1",
             out.path(),
             work1.path(),
-            &[
-                "--frames",
-                "1-4",
-                "--no-discovery",
-                "--node",
-                "http://10.77.0.2:8082",
-            ],
+            &[&["--frames", "1-4"][..], &ONLY_H2].concat(),
             |_, _| {},
         );
         (cutter.join().unwrap(), rendered)
@@ -451,12 +445,10 @@ fn a_link_cut_mid_upload_then_restored_never_uses_a_half_upload_needs_root() {
         "cut mid-upload: {cut_at_bytes} of {scene_bytes} bytes had arrived"
     );
     assert_job_complete(out.path(), &events, 4);
-    let (blobs, partial) = blob_store(work2.path());
+    let (blobs, partial) = blob_store(work2);
     assert_eq!(blobs.len(), 1, "one blob, the scene: {blobs:?}");
     assert!(blobs[0].1, "the stored blob hashes to its name: {blobs:?}");
     assert!(partial.is_empty(), "no half upload left: {partial:?}");
-    let _ = node2.kill();
-    let _ = node2.wait();
 }
 
 #[test]
@@ -464,9 +456,8 @@ fn a_link_cut_mid_download_then_restored_writes_each_frame_once_needs_root() {
     if !common::root_or_skip("a_link_cut_mid_download_then_restored_writes_each_frame_once") {
         return;
     }
-    let lan = Lan::up(2);
-    let work2 = tempfile::tempdir().unwrap();
-    let mut node2 = start_node_with(&lan, "h2", work2.path(), &["--threads", "1"]);
+    let farm = Farm::up(2, &["--threads", "1"]);
+    let lan = &farm.lan;
     // The node sends at 256 kbit/s: a frame (≈ 100 KB) takes about 3 s.
     lan.shape("h2", "256kbit");
     let out = tempfile::tempdir().unwrap();
@@ -474,17 +465,11 @@ fn a_link_cut_mid_download_then_restored_writes_each_frame_once_needs_root() {
     let mut cut = false;
     let (events, success) = std::thread::scope(|scope| {
         render_on(
-            &lan,
+            lan,
             "h1",
             out.path(),
             work1.path(),
-            &[
-                "--frames",
-                "1-4",
-                "--no-discovery",
-                "--node",
-                "http://10.77.0.2:8082",
-            ],
+            &[&["--frames", "1-4"][..], &ONLY_H2].concat(),
             |event, _| {
                 if !cut && event["event"] == "frame" && event["state"] == "downloading" {
                     cut = true;
@@ -506,6 +491,4 @@ fn a_link_cut_mid_download_then_restored_writes_each_frame_once_needs_root() {
         "the cut was noticed: {logs:?}"
     );
     assert_job_complete(out.path(), &events, 4);
-    let _ = node2.kill();
-    let _ = node2.wait();
 }
