@@ -10,13 +10,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use herd::blender;
 use herd::controller::engine::{
     self, EngineCommand, EngineEvent, JobChoices, JobProgress, JobSpec, JobSummary, LocalNode,
-    NodeStatus, NodeView, Outcome,
+    NodeStatus, NodeView,
 };
 use herd::controller::frames::parse_frames;
 use herd::controller::output::format_from_blender;
 use herd::controller::pool::Pool;
 use herd::controller::scheduler::SchedulerConfig;
-use herd::controller::{bake, discovery, inspect, job_end, movie};
+use herd::controller::session::{Session, Step, Steps};
+use herd::controller::{bake, discovery, inspect, job_end};
 use herd::node::NodeConfig;
 use herd::wire::ImageFormat;
 
@@ -169,19 +170,32 @@ async fn render(args: &RenderArgs, blender_path: &std::path::Path, pool: &Pool) 
             eprintln!("warning: {warning}");
         }
     }
-    if bake::needs_bake(&scene) && !spec.in_order {
-        spec.baked = Some(bake_simulations(args, blender_path, &spec).await?);
-    }
-    let movie = movie::Encode::for_job(&spec);
-    let summary = drive(engine::start(spec, config, None), args.json).await?;
-    if !args.json {
-        print_summary(&summary);
-    }
-    let ended = job_result(&summary, movie, blender_path, args.json).await;
+    let session = Session {
+        bake: bake::needs_bake(&scene) && !spec.in_order,
+        spec,
+        config,
+        blender: Some(blender_path.to_path_buf()),
+    };
+    let json = args.json;
+    let ended = session
+        .run(&TerminalSteps::new(json), None, |handle| async move {
+            let summary = drive(handle, json)
+                .await
+                .map_err(|err| format!("{err:#}"))?;
+            if !json {
+                print_summary(&summary);
+            }
+            Ok(summary)
+        })
+        .await
+        .map_err(anyhow::Error::msg)?;
     if let Some(command) = &args.on_end {
-        run_on_end(command, &summary).await;
+        run_on_end(command, &ended.summary).await;
     }
-    ended
+    match ended.failure() {
+        Some(failure) => bail!(failure),
+        None => Ok(()),
+    }
 }
 
 /// Runs the `--on-end` command; a failure is said, not fatal: the frames
@@ -194,119 +208,95 @@ async fn run_on_end(command: &str, summary: &JobSummary) {
     }
 }
 
-/// What the job's end means for `herd render`'s exit (a movie is encoded
-/// here once every frame is in).
-async fn job_result(
-    summary: &JobSummary,
-    movie: Option<movie::Encode>,
-    blender_path: &std::path::Path,
+/// The steps around the job on a terminal: a progress bar and a line at
+/// the end, or JSON events.
+struct TerminalSteps {
     json: bool,
-) -> Result<()> {
-    match &summary.outcome {
-        Outcome::Complete => match movie {
-            Some(movie) => encode_movie(blender_path, &movie, json).await,
-            None => Ok(()),
-        },
-        Outcome::Cancelled => bail!(
-            "cancelled: {} of {} frames done",
-            summary.frames_done,
-            summary.frames_total
-        ),
-        Outcome::Stuck { reason } => bail!("the job stopped: {reason}"),
-        Outcome::Incomplete => {
-            let failed: Vec<String> = summary
-                .failed
-                .iter()
-                .map(|(frame, error)| format!("  frame {frame}: {error}"))
-                .collect();
-            bail!(
-                "{} frames failed:\n{}",
-                summary.failed.len(),
-                failed.join("\n")
-            )
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+}
+
+impl TerminalSteps {
+    fn new(json: bool) -> Self {
+        Self {
+            json,
+            bar: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn event_name(step: Step) -> &'static str {
+        match step {
+            Step::Bake => "baking",
+            Step::Encode => "encoding",
         }
     }
 }
 
-/// Bakes the scene's simulations into a copy that the nodes render, with a
-/// progress bar (or JSON events).
-async fn bake_simulations(
-    args: &RenderArgs,
-    blender: &std::path::Path,
-    spec: &JobSpec,
-) -> Result<PathBuf> {
-    let bar = step_bar(
-        args.json,
-        "baking the simulations {bar:30} {pos}/{len} frames",
-    );
-    let started = std::time::Instant::now();
-    let baked = bake::bake_job(blender, spec, |done, total| {
-        step_progress(&bar, args.json, "baking", done, total);
-    })
-    .await;
-    bar.finish_and_clear();
-    let baked = baked.map_err(anyhow::Error::msg)?;
-    let secs = started.elapsed().as_secs_f64();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"event": "baked", "path": baked, "secs": secs})
+impl Steps for TerminalSteps {
+    fn started(&self, step: Step) {
+        let template = match step {
+            Step::Bake => "baking the simulations {bar:30} {pos}/{len} frames",
+            Step::Encode => "encoding {bar:30} {pos}/{len} frames",
+        };
+        let bar = if self.json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-    } else {
-        eprintln!("simulations baked in {secs:.1} s");
+        *self.bar.lock().unwrap_or_else(|err| err.into_inner()) = Some(bar);
     }
-    Ok(baked)
+
+    fn progress(&self, step: Step, done: usize, total: usize) {
+        if self.json {
+            let event = Self::event_name(step);
+            println!(
+                "{}",
+                serde_json::json!({"event": event, "done": done, "total": total})
+            );
+        }
+        if let Some(bar) = &*self.bar.lock().unwrap_or_else(|err| err.into_inner()) {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    }
+
+    fn finished(&self, step: Step, path: &std::path::Path, secs: f64) {
+        if let Some(bar) = self
+            .bar
+            .lock()
+            .unwrap_or_else(|err| err.into_inner())
+            .take()
+        {
+            bar.finish_and_clear();
+        }
+        let event = match step {
+            Step::Bake => "baked",
+            Step::Encode => "encoded",
+        };
+        match (self.json, step) {
+            (true, _) => println!(
+                "{}",
+                serde_json::json!({"event": event, "path": path, "secs": secs})
+            ),
+            (false, Step::Bake) => eprintln!("simulations baked in {secs:.1} s"),
+            (false, Step::Encode) => println!("movie: {} (encoded in {secs:.1} s)", path.display()),
+        }
+    }
 }
 
-/// A bar for a step around the job, hidden with --json.
-fn step_bar(json: bool, template: &str) -> ProgressBar {
-    let bar = if json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
-
-/// A step's progress: the bar, or a JSON event named `event`.
-fn step_progress(bar: &ProgressBar, json: bool, event: &str, done: usize, total: usize) {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"event": event, "done": done, "total": total})
-        );
+impl Drop for TerminalSteps {
+    fn drop(&mut self) {
+        if let Some(bar) = self
+            .bar
+            .lock()
+            .unwrap_or_else(|err| err.into_inner())
+            .take()
+        {
+            bar.finish_and_clear();
+        }
     }
-    bar.set_length(total as u64);
-    bar.set_position(done as u64);
-}
-
-/// The movie scene's last step, with a progress bar (or JSON events).
-async fn encode_movie(blender: &std::path::Path, job: &movie::Encode, json: bool) -> Result<()> {
-    let bar = step_bar(json, "encoding {bar:30} {pos}/{len} frames");
-    let started = std::time::Instant::now();
-    let path = movie::encode(blender, job, |done, total| {
-        step_progress(&bar, json, "encoding", done, total);
-    })
-    .await;
-    bar.finish_and_clear();
-    let path = path?;
-    if json {
-        let secs = started.elapsed().as_secs_f64();
-        println!(
-            "{}",
-            serde_json::json!({"event": "encoded", "path": path, "secs": secs})
-        );
-    } else {
-        println!(
-            "movie: {} (encoded in {:.1} s)",
-            path.display(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
 }
 
 async fn local_node(args: &RenderArgs, blender_path: PathBuf) -> Result<NodeConfig> {

@@ -26,5 +26,6 @@ pub mod output;
 pub mod pool;
 pub mod remote;
 pub mod scheduler;
+pub mod session;
 pub mod step;
 pub mod watch;

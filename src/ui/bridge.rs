@@ -23,7 +23,8 @@ use crate::controller::engine::{
 use crate::controller::inspect::{self, SceneInfo};
 use crate::controller::pool::Pool;
 use crate::controller::scheduler::SchedulerConfig;
-use crate::controller::{bake, discovery, job_end, movie};
+use crate::controller::session::{Session, Step, Steps};
+use crate::controller::{discovery, job_end};
 
 use super::{notify, thumbnails};
 
@@ -511,9 +512,10 @@ impl JobEnd {
     }
 }
 
-/// Starts the engine on `spec` and forwards its events; returns where its
-/// commands go. A movie scene's movie is encoded with `blender` once every
-/// frame is in. `end` runs when the job is over.
+/// Runs the job's session (see [`Session`]) on `spec`, forwarding the
+/// engine's events and the steps around the job to the window; returns
+/// where the job's commands go (they wait while the simulations bake).
+/// `end` runs when the job is over.
 fn start_job(
     mut spec: JobSpec,
     bake: bool,
@@ -523,57 +525,28 @@ fn start_job(
     end: JobEnd,
 ) -> mpsc::Sender<EngineCommand> {
     spec.node_check = inspect::node_check(&spec.blend).ok();
-    let movie = movie::Encode::for_job(&spec);
-    // Commands wait here while the simulations bake, then go to the engine.
-    let (commands, mut commands_rx) = mpsc::channel::<EngineCommand>(64);
+    let (commands, commands_rx) = mpsc::channel::<EngineCommand>(64);
     tokio::spawn(async move {
-        if bake {
-            match bake_simulations(&spec, blender.as_deref(), &out).await {
-                Ok(baked) => spec.baked = Some(baked),
-                Err(err) => {
-                    let result = Err(err);
-                    out.send(BridgeEvent::JobEnded(result.clone().map(|_| ())))
-                        .await;
-                    end.finish(&result, &out).await;
-                    return;
-                }
-            }
-        }
-        let engine::EngineHandle {
-            commands: engine_commands,
-            mut events,
-            progress,
-            task,
-        } = engine::start(spec, engine_config, Some(Arc::clone(&out.notify)));
-        // Ends with the engine, so the job's commands close with it.
-        tokio::spawn(async move {
-            loop {
-                let command = tokio::select! {
-                    command = commands_rx.recv() => command,
-                    () = engine_commands.closed() => None,
-                };
-                let Some(command) = command else { break };
-                if engine_commands.send(command).await.is_err() {
-                    break;
-                }
-            }
-        });
-        out.send(BridgeEvent::JobProgress(progress)).await;
-        while let Some(event) = events.recv().await {
-            out.send(BridgeEvent::Engine(event)).await;
-        }
-        let mut result = match task.await {
-            Ok(Ok(summary)) => Ok(summary),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(err) => Err(format!("the job engine crashed: {err}")),
+        let session = Session {
+            spec,
+            config: engine_config,
+            blender,
+            bake,
         };
-        if let (Ok(summary), Some(movie), Some(blender)) = (&result, &movie, &blender)
-            && summary.outcome == engine::Outcome::Complete
-        {
-            result = encode_movie(blender, movie, &out)
-                .await
-                .map(|()| summary.clone());
-        }
+        let (steps, told) = WindowSteps::start(out.clone());
+        let drive_out = out.clone();
+        let ended = session
+            .run(&steps, Some(Arc::clone(&out.notify)), |handle| {
+                drive_job(handle, commands_rx, drive_out)
+            })
+            .await;
+        // Everything the steps said reaches the window before the end.
+        drop(steps);
+        let _ = told.await;
+        let result = ended.and_then(|ended| match ended.movie {
+            Some(Err(err)) => Err(err),
+            _ => Ok(ended.summary),
+        });
         out.send(BridgeEvent::JobEnded(result.clone().map(|_| ())))
             .await;
         end.finish(&result, &out).await;
@@ -581,64 +554,92 @@ fn start_job(
     commands
 }
 
-/// Bakes the job's simulations into a copy of its .blend, telling the window
-/// how far it is.
-async fn bake_simulations(
-    spec: &JobSpec,
-    blender: Option<&Path>,
-    out: &Out,
-) -> Result<PathBuf, String> {
-    let blender = blender.ok_or("no Blender on this machine to bake the simulations with")?;
-    out.send(BridgeEvent::Engine(EngineEvent::Log {
-        message: "baking the scene's simulations before the job (frames stepped in order)".into(),
-    }))
-    .await;
-    let (progress_tx, progress_rx) = tokio::sync::watch::channel((0, 0));
-    let forward = forward_progress(progress_rx, out.clone(), BridgeEvent::Baking);
-    let baked = bake::bake_job(blender, spec, |done, total| {
-        let _ = progress_tx.send((done, total));
-    })
-    .await;
-    drop(progress_tx);
-    let _ = forward.await;
-    baked
-}
-
-/// Sends a step's latest progress to the window as it changes, until the
-/// step ends.
-fn forward_progress(
-    mut progress: tokio::sync::watch::Receiver<(usize, usize)>,
+/// Passes the window's commands to the engine and its events to the window
+/// until the job ends; the engine's summary.
+async fn drive_job(
+    handle: engine::EngineHandle,
+    mut commands: mpsc::Receiver<EngineCommand>,
     out: Out,
-    event: fn(usize, usize) -> BridgeEvent,
-) -> tokio::task::JoinHandle<()> {
+) -> Result<engine::JobSummary, String> {
+    let engine::EngineHandle {
+        commands: engine_commands,
+        mut events,
+        progress,
+        task,
+    } = handle;
+    // Ends with the engine, so the job's commands close with it.
     tokio::spawn(async move {
-        while progress.changed().await.is_ok() {
-            let (done, total) = *progress.borrow_and_update();
-            out.send(event(done, total)).await;
+        loop {
+            let command = tokio::select! {
+                command = commands.recv() => command,
+                () = engine_commands.closed() => None,
+            };
+            let Some(command) = command else { break };
+            if engine_commands.send(command).await.is_err() {
+                break;
+            }
         }
-    })
+    });
+    out.send(BridgeEvent::JobProgress(progress)).await;
+    while let Some(event) = events.recv().await {
+        out.send(BridgeEvent::Engine(event)).await;
+    }
+    match task.await {
+        Ok(Ok(summary)) => Ok(summary),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(err) => Err(format!("the job engine crashed: {err}")),
+    }
 }
 
-/// Encodes a movie scene's movie, telling the window how far it is.
-async fn encode_movie(blender: &Path, job: &movie::Encode, out: &Out) -> Result<(), String> {
-    out.send(BridgeEvent::Engine(EngineEvent::Log {
-        message: "every frame is in: encoding the movie".into(),
-    }))
-    .await;
-    let (progress_tx, progress_rx) = tokio::sync::watch::channel((0, job.frames.len()));
-    let forward = forward_progress(progress_rx, out.clone(), BridgeEvent::Encoding);
-    let encoded = movie::encode(blender, job, |done, total| {
-        let _ = progress_tx.send((done, total));
-    })
-    .await;
-    drop(progress_tx);
-    let _ = forward.await;
-    let path = encoded.map_err(|err| err.to_string())?;
-    out.send(BridgeEvent::Engine(EngineEvent::Log {
-        message: format!("movie written: {}", path.display()),
-    }))
-    .await;
-    Ok(())
+/// The steps around a job (baking, encoding), told to the window in order
+/// by a task of their own: a step's progress never waits for the window.
+struct WindowSteps {
+    told: mpsc::UnboundedSender<BridgeEvent>,
+}
+
+impl WindowSteps {
+    /// The steps and the task telling them, which ends once they are
+    /// dropped and all is told.
+    fn start(out: Out) -> (Self, JoinHandle<()>) {
+        let (told, mut telling) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(event) = telling.recv().await {
+                out.send(event).await;
+            }
+        });
+        (Self { told }, task)
+    }
+
+    fn log(&self, message: String) {
+        let _ = self
+            .told
+            .send(BridgeEvent::Engine(EngineEvent::Log { message }));
+    }
+}
+
+impl Steps for WindowSteps {
+    fn started(&self, step: Step) {
+        self.log(match step {
+            Step::Bake => {
+                "baking the scene's simulations before the job (frames stepped in order)".into()
+            }
+            Step::Encode => "every frame is in: encoding the movie".into(),
+        });
+    }
+
+    fn progress(&self, step: Step, done: usize, total: usize) {
+        let _ = self.told.send(match step {
+            Step::Bake => BridgeEvent::Baking(done, total),
+            Step::Encode => BridgeEvent::Encoding(done, total),
+        });
+    }
+
+    fn finished(&self, step: Step, path: &Path, secs: f64) {
+        self.log(match step {
+            Step::Bake => format!("simulations baked in {secs:.1} s"),
+            Step::Encode => format!("movie written: {}", path.display()),
+        });
+    }
 }
 
 /// Starts the controller's own node; a failure is told to the user and the
