@@ -359,7 +359,6 @@ fn main() {
     };
     let frames: Vec<i32> = (1..=options.frames as i32).collect();
     window.app.state.begin_job(&frames);
-    window.app.job_active = true;
     // Let fonts and the first layout settle before anything is timed.
     for _ in 0..5 {
         window.frame();

@@ -152,7 +152,6 @@ fn window_with_job() -> (Harness<'static, ControllerApp>, bridge::BridgeEnd) {
     let (link, end) = bridge::channel();
     let mut app = ControllerApp::new(link);
     app.state.begin_job(&(1..=40).collect::<Vec<_>>());
-    app.job_active = true;
     for event in simulated_job() {
         end.events.try_send(BridgeEvent::Engine(event)).unwrap();
     }
@@ -1043,7 +1042,7 @@ fn the_controller_cannot_switch_to_a_node_while_a_job_runs() {
     let modes = ModeFile::at(&dir.path().join("window"));
     modes.save(Mode::Controller).unwrap();
     let (mut harness, started) = herd_window(&modes);
-    harness.state_mut().controller().unwrap().job_active = true;
+    harness.state_mut().controller().unwrap().state.running = true;
     harness.run_steps(2);
     harness.get_by_label("Render for the farm…").click();
     harness.run_steps(2);

@@ -37,7 +37,8 @@ pub struct ControllerState {
     pub log: VecDeque<String>,
     /// How the job ended, once it did.
     pub summary: Option<JobSummary>,
-    /// Whether a job is under way (started and not finished).
+    /// Whether a job is under way: from its start until it is over, with
+    /// the steps after its frames (a movie to encode). The one flag of it.
     pub running: bool,
 }
 
@@ -56,6 +57,11 @@ impl ControllerState {
             running: true,
             ..Self::default()
         };
+    }
+
+    /// The job is over (its frames, and the steps after them).
+    pub fn end_job(&mut self) {
+        self.running = false;
     }
 
     /// Takes in one event from the engine.
@@ -93,7 +99,6 @@ impl ControllerState {
             EngineEvent::Progress(progress) => self.progress = Some(progress),
             EngineEvent::Log { message } => self.push_log(message),
             EngineEvent::Finished(summary) => {
-                self.running = false;
                 self.push_log(format!(
                     "job ended: {} of {} frames done",
                     summary.frames_done, summary.frames_total
@@ -366,8 +371,11 @@ mod tests {
             wall_secs: 1.0,
             output_dir: "/tmp/out".into(),
         }));
-        assert!(!state.running);
         assert!(state.summary.is_some());
+        // The frames are done; the job is over once its last step is.
+        assert!(state.running);
+        state.end_job();
+        assert!(!state.running);
         assert_eq!(state.log.len(), LOG_LINES);
     }
 }

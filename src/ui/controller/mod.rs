@@ -98,9 +98,6 @@ pub struct ControllerApp {
     pub message: Option<(MessageKind, String)>,
     /// Where the frame grid was drawn last.
     pub grid: Option<GridLayout>,
-    /// Whether the engine's job task is still running (it outlives the
-    /// `Finished` event by its clean-up).
-    pub job_active: bool,
     /// Previews of the latest finished frames.
     pub thumbnails: Thumbnails,
     /// The frame shown on its own, if one was clicked.
@@ -144,7 +141,6 @@ impl ControllerApp {
             scene: None,
             message: None,
             grid: None,
-            job_active: false,
             thumbnails: Thumbnails::default(),
             viewer: None,
             job_files: None,
@@ -215,7 +211,7 @@ impl ControllerApp {
 
     /// Whether a job is under way.
     pub fn job_running(&self) -> bool {
-        self.state.running || self.job_active
+        self.state.running
     }
 
     /// The job panel's fields, once a file was read.
@@ -375,7 +371,6 @@ impl ControllerApp {
                 }
             }
             BridgeEvent::Engine(event) => {
-                self.job_active = true;
                 if let EngineEvent::Frame(view) = &event
                     && view.state == FrameState::Done
                 {
@@ -421,8 +416,7 @@ impl ControllerApp {
             }
             BridgeEvent::JobEnded(result) => {
                 self.encoding = None;
-                self.job_active = false;
-                self.state.running = false;
+                self.state.end_job();
                 if let Err(err) = result {
                     self.message =
                         Some((MessageKind::Error, format!("the job could not run: {err}")));
@@ -457,7 +451,6 @@ impl ControllerApp {
                 self.state.begin_job(&spec.frames);
                 self.thumbnails.clear();
                 self.job_files = Some(spec.output.clone());
-                self.job_active = true;
                 let bake = crate::controller::bake::needs_bake(scene) && !spec.in_order;
                 let on_end = self.remembered.on_end.trim();
                 self.send(BridgeCommand::Start {
