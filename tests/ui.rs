@@ -923,6 +923,14 @@ fn herd_window(modes: &ModeFile) -> (Harness<'static, HerdApp>, Arc<std::sync::M
     (harness, started)
 }
 
+/// Steps the window until the settings thread has answered every write
+/// (the mode file is written off the UI thread).
+fn until_settings_written(harness: &mut Harness<'static, HerdApp>) {
+    step_until(harness, Duration::from_secs(10), |app| {
+        !app.writing_settings()
+    });
+}
+
 #[test]
 fn the_first_run_asks_what_the_machine_is_for_and_remembers_render_node() {
     let dir = tempfile::tempdir().unwrap();
@@ -939,6 +947,7 @@ fn the_first_run_asks_what_the_machine_is_for_and_remembers_render_node() {
     assert_eq!(*started.lock().unwrap(), [Mode::Node]);
     harness.get_by_label("herd node");
     harness.get_by_label("Starting: finding Blender and opening the ports…");
+    until_settings_written(&mut harness);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("window")).unwrap(),
         "node"
@@ -966,6 +975,7 @@ fn the_first_run_can_choose_to_send_renders() {
     assert_eq!(harness.state().mode(), Some(Mode::Controller));
     assert_eq!(*started.lock().unwrap(), [Mode::Controller]);
     harness.get_by_label("Open…");
+    until_settings_written(&mut harness);
     assert_eq!(modes.load(), Some(Mode::Controller));
 }
 
@@ -981,12 +991,14 @@ fn either_window_switches_to_the_other_and_the_switch_is_remembered() {
     harness.run_steps(2);
     assert_eq!(harness.state().mode(), Some(Mode::Node));
     harness.get_by_label("herd node");
+    until_settings_written(&mut harness);
     assert_eq!(modes.load(), Some(Mode::Node));
 
     harness.get_by_label("Send renders…").click();
     harness.run_steps(2);
     assert_eq!(harness.state().mode(), Some(Mode::Controller));
     harness.get_by_label("Open…");
+    until_settings_written(&mut harness);
     assert_eq!(modes.load(), Some(Mode::Controller));
     assert_eq!(
         *started.lock().unwrap(),
@@ -1024,6 +1036,9 @@ fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
 
     harness.get_by_label("Start at login").click();
     harness.run_steps(2);
+    step_until(&mut harness, Duration::from_secs(10), |app| {
+        !app.writing_settings()
+    });
     assert!(harness.state().starts_at_login);
     let entry = std::fs::read_to_string(&file).unwrap();
     assert!(
@@ -1033,6 +1048,9 @@ fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
 
     harness.get_by_label("Start at login").click();
     harness.run_steps(2);
+    step_until(&mut harness, Duration::from_secs(10), |app| {
+        !app.writing_settings()
+    });
     assert!(!harness.state().starts_at_login);
     assert!(!file.exists());
 }
