@@ -1056,6 +1056,34 @@ fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
 }
 
 #[test]
+fn a_start_at_login_that_cannot_be_written_says_why_and_unticks_the_box() {
+    let dir = tempfile::tempdir().unwrap();
+    // The autostart folder is a file: no entry can be written in it.
+    std::fs::write(dir.path().join("autostart"), "").unwrap();
+    let autostart =
+        herd::autostart::Autostart::at(&dir.path().join("autostart"), Path::new("/usr/bin/herd"));
+    let mut launcher = ChannelLauncher::default();
+    let app = launcher.node().with_autostart(Some(autostart));
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(560.0, 500.0))
+        .build_ui_state(|ui, app: &mut NodeApp| app.window_ui(ui), app);
+    harness.run_steps(2);
+
+    harness.get_by_label("Start at login").click();
+    harness.run_steps(2);
+    step_until(&mut harness, Duration::from_secs(10), |app| {
+        !app.writing_settings()
+    });
+    assert!(!harness.state().starts_at_login);
+    let error = harness.state().autostart_error.clone().unwrap();
+    assert!(
+        error.contains("cannot change the autostart entry"),
+        "{error}"
+    );
+    harness.get_by_label(&error);
+}
+
+#[test]
 fn the_command_typed_in_the_job_panel_gets_the_jobs_summary_when_it_ends() {
     let runtime = runtime();
     let work_dir = tempfile::tempdir().unwrap();
