@@ -5,36 +5,16 @@
 //! them the test says it is skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::display::{Killed, Xvfb, installed};
 
 /// Set in the child process that sends the notification.
 const HELPER_ENV: &str = "HERD_TEST_NOTIFY_HELPER";
-
-/// Kills a process when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn installed(program: &str) -> bool {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .any(|dir| dir.join(program).is_file())
-}
-
-/// A display number no X server uses.
-fn free_display() -> u32 {
-    (0..200)
-        .map(|n| 100 + (std::process::id() + n) % 800)
-        .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
-        .unwrap()
-}
 
 /// `dunstctl count KIND` on `bus`.
 fn dunst_count(bus: &str, kind: &str) -> Option<u32> {
@@ -71,15 +51,8 @@ fn a_job_end_notification_reaches_a_real_notification_service() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let display = format!(":{}", free_display());
-    let _xvfb = Killed(
-        Command::new("Xvfb")
-            .args([display.as_str(), "-nolisten", "tcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let xvfb = Xvfb::start();
+    let display = xvfb.display.clone();
     let mut bus = Command::new("dbus-daemon")
         .args(["--session", "--print-address", "--nofork"])
         .stdout(Stdio::piped())
@@ -102,7 +75,7 @@ fn a_job_end_notification_reaches_a_real_notification_service() {
             Instant::now() < deadline,
             "dunst did not come up on {address}"
         );
-        // Until Xvfb is up dunst exits at once: start it again.
+        // A dunst that exits early (the bus not ready yet): start it again.
         let running = dunst
             .as_mut()
             .is_some_and(|dunst| matches!(dunst.0.try_wait(), Ok(None)));

@@ -965,6 +965,14 @@ fn herd_window(modes: &ModeFile) -> (Harness<'static, HerdApp>, Arc<std::sync::M
     (harness, started)
 }
 
+/// Steps the window until the settings thread has answered every write
+/// (the mode file is written off the UI thread).
+fn until_settings_written(harness: &mut Harness<'static, HerdApp>) {
+    step_until(harness, Duration::from_secs(10), |app| {
+        !app.writing_settings()
+    });
+}
+
 #[test]
 fn the_first_run_asks_what_the_machine_is_for_and_remembers_render_node() {
     let dir = tempfile::tempdir().unwrap();
@@ -981,6 +989,7 @@ fn the_first_run_asks_what_the_machine_is_for_and_remembers_render_node() {
     assert_eq!(*started.lock().unwrap(), [Mode::Node]);
     harness.get_by_label("herd node");
     harness.get_by_label("Starting: finding Blender and opening the ports…");
+    until_settings_written(&mut harness);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("window")).unwrap(),
         "node"
@@ -1008,6 +1017,7 @@ fn the_first_run_can_choose_to_send_renders() {
     assert_eq!(harness.state().mode(), Some(Mode::Controller));
     assert_eq!(*started.lock().unwrap(), [Mode::Controller]);
     harness.get_by_label("Open…");
+    until_settings_written(&mut harness);
     assert_eq!(modes.load(), Some(Mode::Controller));
 }
 
@@ -1023,12 +1033,14 @@ fn either_window_switches_to_the_other_and_the_switch_is_remembered() {
     harness.run_steps(2);
     assert_eq!(harness.state().mode(), Some(Mode::Node));
     harness.get_by_label("herd node");
+    until_settings_written(&mut harness);
     assert_eq!(modes.load(), Some(Mode::Node));
 
     harness.get_by_label("Send renders…").click();
     harness.run_steps(2);
     assert_eq!(harness.state().mode(), Some(Mode::Controller));
     harness.get_by_label("Open…");
+    until_settings_written(&mut harness);
     assert_eq!(modes.load(), Some(Mode::Controller));
     assert_eq!(
         *started.lock().unwrap(),
@@ -1066,6 +1078,9 @@ fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
 
     harness.get_by_label("Start at login").click();
     harness.run_steps(2);
+    step_until(&mut harness, Duration::from_secs(10), |app| {
+        !app.writing_settings()
+    });
     assert!(harness.state().starts_at_login);
     let entry = std::fs::read_to_string(&file).unwrap();
     assert!(
@@ -1075,8 +1090,39 @@ fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
 
     harness.get_by_label("Start at login").click();
     harness.run_steps(2);
+    step_until(&mut harness, Duration::from_secs(10), |app| {
+        !app.writing_settings()
+    });
     assert!(!harness.state().starts_at_login);
     assert!(!file.exists());
+}
+
+#[test]
+fn a_start_at_login_that_cannot_be_written_says_why_and_unticks_the_box() {
+    let dir = tempfile::tempdir().unwrap();
+    // The autostart folder is a file: no entry can be written in it.
+    std::fs::write(dir.path().join("autostart"), "").unwrap();
+    let autostart =
+        herd::autostart::Autostart::at(&dir.path().join("autostart"), Path::new("/usr/bin/herd"));
+    let mut launcher = ChannelLauncher::default();
+    let app = launcher.node().with_autostart(Some(autostart));
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(560.0, 500.0))
+        .build_ui_state(|ui, app: &mut NodeApp| app.window_ui(ui), app);
+    harness.run_steps(2);
+
+    harness.get_by_label("Start at login").click();
+    harness.run_steps(2);
+    step_until(&mut harness, Duration::from_secs(10), |app| {
+        !app.writing_settings()
+    });
+    assert!(!harness.state().starts_at_login);
+    let error = harness.state().autostart_error.clone().unwrap();
+    assert!(
+        error.contains("cannot change the autostart entry"),
+        "{error}"
+    );
+    harness.get_by_label(&error);
 }
 
 #[test]

@@ -13,6 +13,8 @@
 //! - [`shell`]: the window of `herd` ([`HerdApp`]): the first run's
 //!   question, then the controller or the node window, switching between
 //!   them, and the remembered mode.
+//! - [`settings`]: the thread that writes the mode file and the autostart
+//!   entry.
 //! - [`thumbnails`]: previews of the latest finished frames.
 //! - [`notify`]: desktop notifications (a job's end).
 //! - [`palette`]: every status colour.
@@ -26,6 +28,7 @@ pub mod node_launch;
 pub mod node_window;
 pub mod notify;
 pub mod palette;
+pub mod settings;
 pub mod shell;
 pub mod state;
 pub mod thumbnails;

@@ -1,12 +1,15 @@
 //! The node window: what this machine's node is doing, with Pause, Resume
 //! and Stop. The node runs on the tokio runtime ([`super::node_launch`]);
-//! the window reads [`Node::info`] each frame (a short lock, no I/O).
+//! the window reads [`Node::info`] each frame (a short lock, no I/O). The
+//! "Start at login" box writes the autostart entry on the settings thread
+//! ([`super::settings`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::node_launch::{NodeCommand, NodeEvent, NodeLink, NodeRunning};
 use super::palette;
+use super::settings::{SettingsCommand, SettingsEvent, SettingsWriter};
 use crate::autostart::Autostart;
 use crate::node::Node;
 use crate::wire::NodeState;
@@ -52,6 +55,8 @@ pub struct NodeApp {
     pub starts_at_login: bool,
     /// Changing the autostart entry failed: why.
     pub autostart_error: Option<String>,
+    /// Writes the autostart entry.
+    settings: SettingsWriter,
     /// herd was started again on this machine and the window should come
     /// back; [`NodeApp::logic`] does it.
     pub show_requested: bool,
@@ -89,6 +94,7 @@ impl NodeApp {
             autostart: None,
             starts_at_login: false,
             autostart_error: None,
+            settings: SettingsWriter::default(),
             show_requested: false,
         }
         .with_autostart(Autostart::user().ok())
@@ -102,9 +108,37 @@ impl NodeApp {
         self
     }
 
-    /// The "Start at login" box. Writing or removing the entry is one small
-    /// file in the user's config dir, done on the click itself, as eframe
-    /// writes its own settings.
+    /// Whether a change of the autostart entry has not been answered yet.
+    pub fn writing_settings(&self) -> bool {
+        self.settings.busy()
+    }
+
+    /// Waits for the autostart changes asked for so far (when the window
+    /// closes).
+    pub fn finish_writes(&mut self) {
+        self.settings.finish();
+    }
+
+    /// Takes in how the changes of the autostart entry went. While more
+    /// are on their way the box keeps the last click; after the last one
+    /// it shows what the disk holds.
+    fn take_settings_events(&mut self, ctx: &egui::Context) {
+        let mut last = None;
+        for event in self.settings.poll(ctx) {
+            if let SettingsEvent::AutostartSet { enabled, error } = event {
+                self.autostart_error = error;
+                last = Some(enabled);
+            }
+        }
+        if let Some(enabled) = last
+            && !self.settings.busy()
+        {
+            self.starts_at_login = enabled;
+        }
+    }
+
+    /// The "Start at login" box. The entry is written or removed on the
+    /// settings thread; the box shows the click at once.
     fn autostart_ui(&mut self, ui: &mut egui::Ui) {
         let Some(autostart) = &self.autostart else {
             return;
@@ -117,9 +151,9 @@ impl NodeApp {
             ))
             .changed();
         if changed {
-            self.autostart_error = autostart.set(self.starts_at_login).err().map(|err| {
-                self.starts_at_login = autostart.enabled();
-                err.to_string()
+            self.settings.send(SettingsCommand::SetAutostart {
+                entry: autostart.clone(),
+                enabled: self.starts_at_login,
             });
         }
         if let Some(err) = &self.autostart_error {
@@ -154,6 +188,7 @@ impl NodeApp {
     /// herd was started again (eframe calls it while minimised, too).
     pub fn logic(&mut self, ctx: &egui::Context) {
         self.drain_events();
+        self.take_settings_events(ctx);
         if std::mem::take(&mut self.show_requested) {
             ctx.send_viewport_cmd(egui::ViewportCommand::Minimized(false));
             ctx.send_viewport_cmd(egui::ViewportCommand::Visible(true));
@@ -235,6 +270,10 @@ impl eframe::App for NodeApp {
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.window_ui(ui);
+    }
+
+    fn on_exit(&mut self) {
+        self.finish_writes();
     }
 }
 

@@ -6,11 +6,14 @@
 //!
 //! Starting a mode's background (the node, or the controller's bridge) is
 //! the [`Launcher`]'s job, so the window itself never awaits and tests give
-//! it windows fed by their own channels.
+//! it windows fed by their own channels. The mode file is written on the
+//! settings thread ([`super::settings`]), so the window never waits on the
+//! disk either.
 
 use std::path::{Path, PathBuf};
 
 use super::controller::Remembered;
+use super::settings::{SettingsCommand, SettingsEvent, SettingsWriter};
 use super::{ControllerApp, NodeApp};
 
 /// What this machine is for.
@@ -137,6 +140,8 @@ pub struct HerdApp {
     pub screen: Screen,
     launcher: Box<dyn Launcher>,
     modes: ModeFile,
+    /// Writes the mode file.
+    settings: SettingsWriter,
     /// What the controller window keeps between runs, carried over when
     /// the window switches away from it and back.
     remembered: Remembered,
@@ -166,6 +171,7 @@ impl HerdApp {
             screen: Screen::Choose,
             launcher,
             modes,
+            settings: SettingsWriter::default(),
             remembered,
             warning: None,
         };
@@ -193,7 +199,8 @@ impl HerdApp {
     }
 
     /// Shows `mode`'s window, starting its background and ending the other
-    /// one's, and remembers it.
+    /// one's, and remembers it (on the settings thread; a failure comes
+    /// back as [`Self::warning`]).
     pub fn start(&mut self, mode: Mode) {
         if let Screen::Controller(app) = &self.screen {
             self.remembered = app.remembered.clone();
@@ -204,19 +211,44 @@ impl HerdApp {
             }
             Mode::Node => Screen::Node(Box::new(self.launcher.node())),
         };
-        self.warning = self
-            .modes
-            .save(mode)
-            .err()
-            .map(|err| format!("herd will ask again next time: {err}"));
-        if let Some(warning) = &self.warning {
-            tracing::warn!("{warning}");
+        self.settings.send(SettingsCommand::SaveMode {
+            file: self.modes.clone(),
+            mode,
+        });
+    }
+
+    /// Whether a mode file write has not been answered yet.
+    pub fn writing_settings(&self) -> bool {
+        self.settings.busy()
+    }
+
+    /// Waits for the files asked for so far, this window's and the node
+    /// window's (when the window closes).
+    pub fn finish_writes(&mut self) {
+        self.settings.finish();
+        if let Screen::Node(app) = &mut self.screen {
+            app.finish_writes();
+        }
+    }
+
+    /// Takes in how remembering the mode went.
+    fn take_settings_events(&mut self, ctx: &egui::Context) {
+        for event in self.settings.poll(ctx) {
+            if let SettingsEvent::ModeSaved(saved) = event {
+                self.warning = saved
+                    .err()
+                    .map(|err| format!("herd will ask again next time: {err}"));
+                if let Some(warning) = &self.warning {
+                    tracing::warn!("{warning}");
+                }
+            }
         }
     }
 
     /// Takes in the background's events; eframe calls it even while the
     /// window is minimised.
     pub fn logic(&mut self, ctx: &egui::Context) {
+        self.take_settings_events(ctx);
         match &mut self.screen {
             Screen::Choose => {}
             Screen::Controller(app) => app.logic(ctx),
@@ -226,6 +258,7 @@ impl HerdApp {
 
     /// Draws the whole window, and switches mode when asked.
     pub fn window_ui(&mut self, ui: &mut egui::Ui) {
+        self.take_settings_events(&ui.ctx().clone());
         if let Some(warning) = &self.warning {
             egui::Panel::bottom("herd_mode_warning")
                 .show(ui, |ui| ui.colored_label(super::palette::ERROR, warning));
@@ -295,6 +328,10 @@ impl eframe::App for HerdApp {
             self.remembered = app.remembered.clone();
         }
         eframe::set_value(storage, Remembered::KEY, &self.remembered);
+    }
+
+    fn on_exit(&mut self) {
+        self.finish_writes();
     }
 }
 

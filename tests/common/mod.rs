@@ -4,6 +4,7 @@
 
 #![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod display;
 pub mod netns;
 
 use std::io::{BufRead, BufReader};
