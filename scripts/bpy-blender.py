@@ -232,3 +232,11 @@ if __name__ == "__main__":
     except SystemExit as leaving:
         code = leaving.code
         finish(code if isinstance(code, int) else (0 if code is None else 1))
+    except RuntimeError as error:
+        # A render that fails ("Error: Cannot render, no camera") ends
+        # Blender with 1, after saying why in Blender's words.
+        sys.stderr.write(f"{error}\n")
+        finish(1)
+    except BaseException:
+        traceback.print_exc()
+        finish(1)
