@@ -267,6 +267,33 @@ const CORPUS: &[(&str, BlendVersion)] = &[
     ),
 ];
 
+/// Frame 1 of `blend` as `blender -b -f 1` renders it with the settings the
+/// corpus test gives herd (5 %, one sample), as a PNG in `dir`.
+fn native_frame(blender: &TestBlender, blend: &Path, dir: &Path) -> PathBuf {
+    let settings = "import bpy; s = bpy.context.scene; \
+        s.render.resolution_percentage = 5; s.cycles.samples = 1; \
+        s.eevee.taa_render_samples = 1";
+    let output = Command::new(&blender.path)
+        .arg("-b")
+        .arg(blend)
+        .args(["--python-expr", settings])
+        .arg("-o")
+        .arg(dir.join("f_####"))
+        .args(["-F", "PNG", "-f", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let frames = pngs(dir);
+    assert!(
+        output.status.success() && frames.len() == 1,
+        "Blender {} alone on {}: {}",
+        blender.label,
+        blend.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    frames[0].clone()
+}
+
 #[test]
 fn corpus_scenes_on_each_blender_that_opens_them() {
     let test = "corpus_scenes_on_each_blender_that_opens_them";
@@ -296,7 +323,22 @@ fn corpus_scenes_on_each_blender_that_opens_them() {
             assert!(success, "Blender {} on {file}: {events:?}", blender.label);
             let frames = pngs(out.path());
             assert_eq!(frames.len(), 1, "Blender {} on {file}", blender.label);
-            image::open(&frames[0]).unwrap();
+            // The same frame as the same Blender renders it alone.
+            let native = tempfile::tempdir().unwrap();
+            let alone = native_frame(&blender, &corpus.join(file), native.path());
+            let herd = image::open(&frames[0]).unwrap().to_rgba16();
+            let alone = image::open(&alone).unwrap().to_rgba16();
+            assert_eq!(
+                herd.dimensions(),
+                alone.dimensions(),
+                "Blender {} on {file}",
+                blender.label
+            );
+            assert!(
+                herd == alone,
+                "Blender {} on {file}: herd's frame differs from Blender's own",
+                blender.label
+            );
         }
     }
 }
