@@ -21,6 +21,7 @@
 
 mod common;
 
+use clap::Parser;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,35 +32,24 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// The node under 1,000 status requests a second (docs/BENCHMARKS.md §5).
+#[derive(Parser)]
 struct Options {
+    /// Measurements of each kind.
+    #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Seconds each measurement lasts.
+    #[arg(long, default_value_t = 30.0)]
     secs: f64,
+    /// Status requests a second.
+    #[arg(long, default_value_t = 1000.0)]
     rps: f64,
+    /// Render threads of the node.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get() as u32))]
     threads: u32,
+    /// The herd binary.
+    #[arg(long, default_value_os_t = common::release_herd())]
     herd: PathBuf,
-}
-
-fn options() -> Options {
-    let mut options = Options {
-        reps: 3,
-        secs: 30.0,
-        rps: 1000.0,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        herd: common::release_herd(),
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).expect("every option takes a value");
-        match pair[0].as_str() {
-            "--reps" => options.reps = value.parse().expect("--reps N"),
-            "--secs" => options.secs = value.parse().expect("--secs S"),
-            "--rps" => options.rps = value.parse().expect("--rps N"),
-            "--threads" => options.threads = value.parse().expect("--threads N"),
-            "--herd" => options.herd = value.into(),
-            other => panic!("unknown option {other}"),
-        }
-    }
-    options
 }
 
 /// The node under test and how to reach it.
@@ -227,7 +217,7 @@ async fn run(
 
 #[tokio::main]
 async fn main() {
-    let options = options();
+    let options = Options::parse();
     common::require(&options.herd);
     let work = tempfile::tempdir().unwrap();
     let threads = options.threads.to_string();

@@ -14,44 +14,34 @@
 
 mod common;
 
+use clap::Parser;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The controller's memory with many simulated nodes (docs/BENCHMARKS.md §6).
+#[derive(Parser)]
 struct Options {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 64)]
     nodes: usize,
+    /// Minutes the job runs.
+    #[arg(long, default_value_t = 10.0)]
     minutes: f64,
+    /// Milliseconds a simulated frame takes.
+    #[arg(long, default_value_t = 1000)]
     ms: u64,
+    /// Seconds between memory samples.
+    #[arg(long, default_value_t = 5.0)]
     sample_secs: f64,
+    /// Where the job's frames go.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
     out_dir: PathBuf,
+    /// The herd binary.
+    #[arg(long, default_value_os_t = common::release_herd())]
     herd: PathBuf,
-}
-
-fn options() -> Options {
-    let mut options = Options {
-        nodes: 64,
-        minutes: 10.0,
-        ms: 1000,
-        sample_secs: 5.0,
-        out_dir: std::env::temp_dir(),
-        herd: common::release_herd(),
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).expect("every option takes a value");
-        match pair[0].as_str() {
-            "--nodes" => options.nodes = value.parse().expect("--nodes N"),
-            "--minutes" => options.minutes = value.parse().expect("--minutes M"),
-            "--ms" => options.ms = value.parse().expect("--ms N"),
-            "--sample-secs" => options.sample_secs = value.parse().expect("--sample-secs S"),
-            "--out-dir" => options.out_dir = value.into(),
-            "--herd" => options.herd = value.into(),
-            other => panic!("unknown option {other}"),
-        }
-    }
-    options
 }
 
 /// One sample of the controller.
@@ -62,7 +52,7 @@ struct Sample {
 }
 
 fn main() {
-    let options = options();
+    let options = Options::parse();
     common::require(&options.herd);
     let ms = options.ms.to_string();
     let works: Vec<_> = (0..options.nodes)

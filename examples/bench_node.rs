@@ -33,55 +33,41 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use sha2::{Digest, Sha256};
 
+/// The demo (or a variant of it) rendered by herd and by Blender alone
+/// (docs/BENCHMARKS.md §1, §7, §8).
+#[derive(Parser)]
 struct Options {
+    /// The scene.
+    #[arg(long, default_value_os_t = common::demo_blend())]
     blend: PathBuf,
     /// The Blender of the current measurement.
+    #[arg(skip)]
     blender: PathBuf,
-    /// Every Blender to measure.
+    /// Every Blender to measure (again for each).
+    #[arg(long = "blender", default_values_os_t = [PathBuf::from("blender")])]
     blenders: Vec<PathBuf>,
+    /// A variant of the scene made for the measurement (`cheap`: 96×54,
+    /// one sample).
+    #[arg(long)]
     variant: Option<String>,
+    /// The ways to render, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = ["native", "herd", "render", "per-frame"].map(String::from))]
     ways: Vec<String>,
+    /// Frames rendered.
+    #[arg(long, default_value_t = 24)]
     frames: i32,
+    /// Runs of each way.
+    #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Render threads.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get() as u32))]
     threads: u32,
+    /// The herd binary.
+    #[arg(long, default_value_os_t = common::release_herd())]
     herd: PathBuf,
-}
-
-fn options() -> Options {
-    let mut options = Options {
-        blend: common::demo_blend(),
-        blender: PathBuf::from("blender"),
-        blenders: Vec::new(),
-        variant: None,
-        ways: ["native", "herd", "render", "per-frame"]
-            .map(String::from)
-            .to_vec(),
-        frames: 24,
-        reps: 5,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        herd: common::release_herd(),
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).expect("every option takes a value");
-        match pair[0].as_str() {
-            "--blend" => options.blend = value.into(),
-            "--frames" => options.frames = value.parse().expect("--frames N"),
-            "--reps" => options.reps = value.parse().expect("--reps N"),
-            "--threads" => options.threads = value.parse().expect("--threads N"),
-            "--herd" => options.herd = value.into(),
-            "--blender" => options.blenders.push(value.into()),
-            "--variant" => options.variant = Some(value.clone()),
-            "--ways" => options.ways = value.split(',').map(String::from).collect(),
-            other => panic!("unknown option {other}"),
-        }
-    }
-    if options.blenders.is_empty() {
-        options.blenders.push(PathBuf::from("blender"));
-    }
-    options
 }
 
 fn blender(options: &Options, out: &Path) -> Command {
@@ -256,7 +242,7 @@ fn cheap_variant(dir: &Path, frames: i32) -> PathBuf {
 
 #[tokio::main]
 async fn main() {
-    let mut options = options();
+    let mut options = Options::parse();
     common::require(&options.herd);
     let variant_dir = tempfile::tempdir().unwrap();
     match options.variant.as_deref() {

@@ -15,43 +15,33 @@
 
 mod common;
 
+use clap::Parser;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+/// The scheduler at scale with simulated nodes (docs/BENCHMARKS.md §2).
+#[derive(Parser)]
 struct Options {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 32)]
     nodes: usize,
+    /// Frames in the job.
+    #[arg(long, default_value_t = 2000)]
     frames: usize,
+    /// Milliseconds a simulated frame takes.
+    #[arg(long, default_value_t = 50)]
     ms: u64,
+    /// Runs.
+    #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Where the job's frames go.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
     out_dir: PathBuf,
+    /// The herd binary.
+    #[arg(long, default_value_os_t = common::release_herd())]
     herd: PathBuf,
-}
-
-fn options() -> Options {
-    let mut options = Options {
-        nodes: 32,
-        frames: 2000,
-        ms: 50,
-        reps: 3,
-        out_dir: std::env::temp_dir(),
-        herd: common::release_herd(),
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).expect("every option takes a value");
-        match pair[0].as_str() {
-            "--nodes" => options.nodes = value.parse().unwrap(),
-            "--frames" => options.frames = value.parse().unwrap(),
-            "--ms" => options.ms = value.parse().unwrap(),
-            "--reps" => options.reps = value.parse().unwrap(),
-            "--out-dir" => options.out_dir = value.into(),
-            "--herd" => options.herd = value.into(),
-            other => panic!("unknown option {other}"),
-        }
-    }
-    options
 }
 
 fn run_once(options: &Options, urls: &[String]) -> (f64, f64) {
@@ -100,7 +90,7 @@ fn run_once(options: &Options, urls: &[String]) -> (f64, f64) {
 }
 
 fn main() {
-    let options = options();
+    let options = Options::parse();
     let ms = options.ms.to_string();
     let works: Vec<_> = (0..options.nodes)
         .map(|_| tempfile::tempdir_in(&options.out_dir).unwrap())

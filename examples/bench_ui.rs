@@ -21,6 +21,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use clap::Parser;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -37,32 +38,21 @@ const SIZE: egui::Vec2 = egui::vec2(1280.0, 800.0);
 /// Simulated seconds per UI frame (60 Hz).
 const TICK_SECS: f64 = 1.0 / 60.0;
 
+/// The controller window with a big job (docs/BENCHMARKS.md §4).
+#[derive(Parser)]
 struct Options {
+    /// Frames in the job.
+    #[arg(long, default_value_t = 10_000)]
     frames: usize,
+    /// Nodes in the table.
+    #[arg(long, default_value_t = 64)]
     nodes: usize,
+    /// Engine ticks between two frames drawn.
+    #[arg(long, default_value_t = 16)]
     ticks_per_frame: usize,
+    /// Frames drawn with nothing changing.
+    #[arg(long, default_value_t = 300)]
     idle: usize,
-}
-
-fn options() -> Options {
-    let mut options = Options {
-        frames: 10_000,
-        nodes: 64,
-        ticks_per_frame: 16,
-        idle: 300,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).expect("every option takes a value");
-        match pair[0].as_str() {
-            "--frames" => options.frames = value.parse().unwrap(),
-            "--nodes" => options.nodes = value.parse().unwrap(),
-            "--ticks-per-frame" => options.ticks_per_frame = value.parse().unwrap(),
-            "--idle" => options.idle = value.parse().unwrap(),
-            other => panic!("unknown option {other}"),
-        }
-    }
-    options
 }
 
 /// Resident memory of this process, in bytes.
@@ -349,7 +339,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn main() {
-    let options = options();
+    let options = Options::parse();
     let (link, end) = bridge::channel();
     let mut window = Window {
         ctx: egui::Context::default(),
