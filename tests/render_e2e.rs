@@ -65,18 +65,14 @@ fn a_job_spreads_over_given_nodes_and_the_local_one() {
     let b = NodeProcess::start(&["--threads", "1", "--name", "b"]);
     let out = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let mut child = render_command(
-        &demo_blend(),
+    let (success, events) = common::render(
         out.path(),
         work.path(),
-        &[&a, &b],
+        &[&a.url, &b.url],
         &["--frames", "1-12", "--local-threads", "1"],
-    )
-    .spawn()
-    .unwrap();
-    let events = events(&mut child, |_| {});
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{events:?}");
+        |_| {},
+    );
+    assert!(success, "{events:?}");
     assert_eq!(check_demo_frames(out.path(), 1..=12), 12);
     let summary = finished(&events);
     assert_eq!(summary["outcome"], "complete");
@@ -96,30 +92,27 @@ fn a_node_killed_mid_job_loses_nothing() {
     let b = NodeProcess::start(&["--threads", "1", "--name", "b"]);
     let out = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let mut child = render_command(
-        &demo_blend(),
+    let nodes = [a.url.clone(), b.url.clone()];
+    let mut killed_at = None;
+    let (success, events) = common::render(
         out.path(),
         work.path(),
-        &[&a, &b],
+        &[&nodes[0], &nodes[1]],
         &["--frames", "1-16", "--no-local"],
-    )
-    .spawn()
-    .unwrap();
-    let mut killed_at = None;
-    let events = events(&mut child, |event| {
-        let done_on_a =
-            event["event"] == "frame" && event["state"] == "done" && event["node"] == "a";
-        if done_on_a && killed_at.is_none() {
-            let _ = a.child.kill();
-            killed_at = Some(Instant::now());
-        }
-    });
-    let status = child.wait().unwrap();
+        |event| {
+            let done_on_a =
+                event["event"] == "frame" && event["state"] == "done" && event["node"] == "a";
+            if done_on_a && killed_at.is_none() {
+                let _ = a.child.kill();
+                killed_at = Some(Instant::now());
+            }
+        },
+    );
     assert!(
         killed_at.is_some(),
         "node a rendered nothing before the kill"
     );
-    assert!(status.success(), "{events:?}");
+    assert!(success, "{events:?}");
     assert_eq!(check_demo_frames(out.path(), 1..=16), 16);
     let lost = events.iter().any(|event| {
         event["event"] == "log"
