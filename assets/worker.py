@@ -8,13 +8,20 @@ own printing goes to stdout/stderr and never mixes with this channel.
 
 Commands:
     {"cmd": "load", "path": "/abs/file.blend", "allow_scripts": false,
-     "jail": "/abs/job/folder"}
+     "jail": "/abs/job/folder", "keep_inspected": false}
+    {"cmd": "inspect", "path": "/abs/artist/file.blend", "scene": null}
     {"cmd": "render", "frame": 1, "dir": "/abs/renders/ID", "name": "shot_###",
      "scene": "Scene", "overrides": {...}}
     {"cmd": "quit"}
 
 Answers:
-    {"event": "loaded", "load_secs": 0.4, "scene": {...}}
+    {"event": "loaded", "load_secs": 0.4, "kept": false, "scene": {...}}
+    {"event": "inspected", "report": {...}}
+
+`keep_inspected` says the file is the same bytes as the one the last
+`inspect` opened (the node compared their hashes): when that scene reads no
+other file, has no simulation and scripts stay off, it is kept as it is
+instead of opened again (`kept`), since the inspection only read it.
     {"event": "rendered", "frame": 1, "dir": "/abs/renders/ID",
      "outputs": ["image/shot_001.png", "fo/0/depth_0001.exr"],
      "preview": "/abs/renders/ID/preview.png", "render_secs": 1.2,
@@ -268,20 +275,32 @@ def relink(jail):
     return missing
 
 
+# The file the last `inspect` opened, while nothing else has touched it:
+# {"self_contained": bool}. Any other command clears it.
+INSPECTED = {}
+
+
 def load(command):
     started = time.monotonic()
-    bpy.ops.wm.open_mainfile(
-        filepath=command["path"],
-        load_ui=False,
-        use_scripts=bool(command.get("allow_scripts", False)),
-    )
-    jail = command.get("jail")
-    missing = relink(jail) if jail else []
+    allow_scripts = bool(command.get("allow_scripts", False))
+    # The inspection opened these very bytes without scripts and only read
+    # them; a file that reads no other file resolves nothing by its own
+    # place, so it is the job's as it is. Otherwise it is opened again here.
+    kept = (bool(command.get("keep_inspected")) and INSPECTED.get("self_contained", False)
+            and not allow_scripts)
+    INSPECTED.clear()
+    if kept:
+        missing = []
+    else:
+        bpy.ops.wm.open_mainfile(filepath=command["path"], load_ui=False, use_scripts=allow_scripts)
+        jail = command.get("jail")
+        missing = relink(jail) if jail else []
     ORIGINAL.clear()
     STEPPED.clear()
     return {
         "event": "loaded",
         "missing": missing,
+        "kept": kept,
         "load_secs": time.monotonic() - started,
         "scene": scene_summary(bpy.context.scene),
     }
@@ -437,12 +456,17 @@ def inspector():
 def inspect(command):
     """Reads a scene as `herd inspect` does (assets/inspect.py), with the
     file as it is on this machine: nothing relinked, no scripts run."""
+    INSPECTED.clear()
     bpy.ops.wm.open_mainfile(filepath=command["path"], load_ui=False, use_scripts=False)
     ORIGINAL.clear()
     STEPPED.clear()
     module = inspector()
     report = module.describe(module.scene_named(command.get("scene")))
     report["dependencies"] = module.dependencies(bpy.data.filepath)
+    # A simulation may write its cache beside the file it was opened from
+    # (a fluid domain that is not baked does while rendering).
+    INSPECTED["self_contained"] = not (report["dependencies"] or bpy.data.libraries
+                                       or report["simulations"])
     return {"event": "inspected", "report": report}
 
 
@@ -519,6 +543,8 @@ def serve(channel):
         if handler is None:
             channel.send({"event": "error", "message": f"unknown worker command {name!r}"})
             continue
+        if name not in ("load", "inspect"):
+            INSPECTED.clear()
         BUSY.set()
         try:
             answer = handler(command)

@@ -432,11 +432,21 @@ pub fn parse_progress(line: &str) -> Option<f32> {
     Some(progress.clamp(0.0, 1.0))
 }
 
+/// Size and modification time of a file, to tell whether it changed.
+fn file_stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.len(), metadata.modified().ok()?))
+}
+
 /// Answer to a `load` command.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Loaded {
     /// Seconds `open_mainfile` took.
     pub load_secs: f64,
+    /// Whether the scene the last inspection opened was kept as the job's
+    /// instead of opened again (see [`Worker::load`]).
+    #[serde(default)]
+    pub kept: bool,
     /// Files the scene reads that are not in the job's folder, e.g.
     /// `image 'wood': //tex/wood.png`.
     #[serde(default)]
@@ -504,6 +514,8 @@ enum WorkerCommand<'a> {
         allow_scripts: bool,
         /// Every file Blender reads is pointed inside this folder.
         jail: &'a Path,
+        /// The file is the same bytes as the one last inspected.
+        keep_inspected: bool,
     },
     Inspect {
         path: &'a Path,
@@ -564,6 +576,9 @@ pub struct Worker {
     loaded: Option<PathBuf>,
     /// Files the loaded scene reads that are not there.
     missing: Vec<String>,
+    /// SHA-256 of the file the last inspection opened, while it is still
+    /// open as the inspection left it.
+    inspected_blob: Option<String>,
     /// Blender's version as the worker reported it.
     pub blender_version: String,
 }
@@ -651,6 +666,7 @@ impl Worker {
             allow_scripts: config.allow_scripts,
             loaded: None,
             missing: Vec::new(),
+            inspected_blob: None,
             blender_version: String::new(),
         };
         match worker.answer(None, None).await? {
@@ -690,12 +706,25 @@ impl Worker {
     /// Loads `path`, replacing the scene that was loaded, and points every
     /// file the scene reads inside `jail` (the job's folder): absolute paths
     /// go to the same place under it, and nothing outside it is read.
-    pub async fn load(&mut self, path: &Path, jail: &Path) -> Result<Loaded, BlenderError> {
+    ///
+    /// `blob` is the file's SHA-256. When it is the file the last
+    /// [`Worker::inspect`] opened, still untouched, and that scene reads no
+    /// other file, Blender keeps it instead of reading it again
+    /// ([`Loaded::kept`]): the first frame of a job of the local node then
+    /// costs no second load.
+    pub async fn load(
+        &mut self,
+        path: &Path,
+        jail: &Path,
+        blob: Option<&str>,
+    ) -> Result<Loaded, BlenderError> {
         self.loaded = None;
+        let inspected_blob = self.inspected_blob.take();
         let command = WorkerCommand::Load {
             path,
             allow_scripts: self.allow_scripts,
             jail,
+            keep_inspected: blob.is_some() && blob == inspected_blob.as_deref(),
         };
         match self.request(&command, None).await? {
             WorkerAnswer::Loaded(loaded) => {
@@ -710,16 +739,33 @@ impl Worker {
     /// Reads scene `scene` (the file's active one when `None`) of the .blend
     /// at `path` as `herd inspect` does; returns the inspector's report and
     /// the lines Blender printed meanwhile. The file stays loaded but not as
-    /// a job's: the next render loads its own.
+    /// a job's: the next render loads its own, or keeps this one when it is
+    /// the same bytes (see [`Worker::load`]). The file is hashed meanwhile,
+    /// beside Blender's reading.
     pub async fn inspect(
         &mut self,
         path: &Path,
         scene: Option<&str>,
     ) -> Result<(serde_json::Value, Vec<String>), BlenderError> {
         self.loaded = None;
+        self.inspected_blob = None;
+        let before = file_stamp(path);
+        let hashed = tokio::task::spawn_blocking({
+            let path = path.to_path_buf();
+            move || crate::node::blobs::hash_file(&path)
+        });
         let command = WorkerCommand::Inspect { path, scene };
-        match self.request(&command, None).await? {
-            WorkerAnswer::Inspected { report } => Ok((report, lock(&self.log).tail())),
+        let answer = self.request(&command, None).await;
+        let hash = hashed.await.ok().and_then(Result::ok);
+        match answer? {
+            WorkerAnswer::Inspected { report } => {
+                // Bytes that changed while Blender and the hash read them
+                // match nothing.
+                if before.is_some() && before == file_stamp(path) {
+                    self.inspected_blob = hash.map(|(sha, _)| sha);
+                }
+                Ok((report, lock(&self.log).tail()))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -732,6 +778,7 @@ impl Worker {
         dir: &Path,
         overrides: &Overrides,
     ) -> Result<Rendered, BlenderError> {
+        self.inspected_blob = None;
         let command = WorkerCommand::Render {
             frame,
             dir,

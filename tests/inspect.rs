@@ -627,3 +627,58 @@ fn the_local_nodes_blender_reads_the_scene_as_herd_inspect_does() {
         local.stop().await;
     });
 }
+
+/// The warm Blender keeps the scene its inspection opened for a job of the
+/// same bytes instead of reading the file again, and that kept scene renders
+/// pixel for pixel as a cold load of the job's copy does; other bytes, or a
+/// second load, open the file again.
+#[test]
+fn the_inspected_scene_is_kept_for_the_same_bytes_and_renders_as_a_cold_load() {
+    use herd::blender::{BlenderConfig, Worker};
+    let blender = herd::blender::locate(None).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let job = work.path().join("job");
+    std::fs::create_dir_all(&job).unwrap();
+    let job_blend = job.join("demo.blend");
+    std::fs::copy(demo_blend(), &job_blend).unwrap();
+    let (blob, _) = herd::node::blobs::hash_file(&demo_blend()).unwrap();
+    let config = BlenderConfig {
+        path: blender,
+        threads: Some(1),
+        allow_scripts: false,
+        frame_timeout: std::time::Duration::from_secs(120),
+        max_frame_time: None,
+        script_dir: work.path().join("scripts"),
+    };
+    let overrides = herd::wire::Overrides::default();
+    let pixels = |path: &Path| image::open(path).unwrap().to_rgba8();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut warm = Worker::start(&config).await.unwrap();
+        warm.inspect(&demo_blend(), None).await.unwrap();
+        let loaded = warm.load(&job_blend, &job, Some(&blob)).await.unwrap();
+        assert!(loaded.kept, "the same bytes as inspected are kept");
+        assert_eq!(loaded.scene.frame_end, 24);
+        let kept = warm
+            .render(7, &work.path().join("kept"), &overrides)
+            .await
+            .unwrap();
+        let again = warm.load(&job_blend, &job, Some(&blob)).await.unwrap();
+        assert!(!again.kept, "only the scene an inspection left is kept");
+        warm.inspect(&demo_blend(), None).await.unwrap();
+        let other = "0".repeat(64);
+        let reread = warm.load(&job_blend, &job, Some(&other)).await.unwrap();
+        assert!(!reread.kept, "other bytes are read again");
+        warm.quit().await;
+
+        let mut cold = Worker::start(&config).await.unwrap();
+        let loaded = cold.load(&job_blend, &job, None).await.unwrap();
+        assert!(!loaded.kept);
+        let fresh = cold
+            .render(7, &work.path().join("cold"), &overrides)
+            .await
+            .unwrap();
+        cold.quit().await;
+        assert_eq!(pixels(&kept.preview), pixels(&fresh.preview));
+    });
+}

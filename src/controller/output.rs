@@ -391,6 +391,25 @@ pub fn temp_path(path: &Path) -> PathBuf {
     ))
 }
 
+/// Makes `to` (a [`temp_path`]) a hard link to `from`, its folder created if
+/// needed, and flushes it to disk; on failure nothing is left at `to`. Fails
+/// when the two are on different filesystems.
+pub fn link_synced(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::hard_link(from, to)?;
+    // Opened for writing: Windows flushes only a handle that may write.
+    let synced = std::fs::OpenOptions::new()
+        .write(true)
+        .open(to)
+        .and_then(|file| file.sync_all());
+    if synced.is_err() {
+        let _ = std::fs::remove_file(to);
+    }
+    synced
+}
+
 /// Checks what herd can check of a file Blender wrote: an image herd decodes
 /// has the expected size (when known), an OpenEXR file has a readable header
 /// of that size; other formats must not be empty. Returns the size when read.
@@ -659,5 +678,37 @@ mod tests {
         std::fs::write(temp_path(&plan.frame_path(5)), b"half").unwrap();
         plan.remove_stale_temps();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    /// A local node's file is linked at a temporary name in the output
+    /// folder, checked there, and only then renamed into place; the node
+    /// removing its own copy leaves the frame whole.
+    #[test]
+    fn a_linked_file_is_checked_under_its_temp_name_then_placed() {
+        let node = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mut png = Vec::new();
+        image::RgbImage::new(4, 2)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let rendered = node.path().join("id/image/a_0003.png");
+        std::fs::create_dir_all(rendered.parent().unwrap()).unwrap();
+        std::fs::write(&rendered, &png).unwrap();
+        let path = out.path().join("frames/a_0003.png");
+        let temp = temp_path(&path);
+        link_synced(&rendered, &temp).unwrap();
+        assert!(
+            !path.exists(),
+            "nothing at the frame's place before the rename"
+        );
+        assert_eq!(check_file_as(&temp, &path, Some((4, 2))), Ok(Some((4, 2))));
+        assert!(check_file_as(&temp, &path, Some((8, 2))).is_err());
+        std::fs::rename(&temp, &path).unwrap();
+        std::fs::remove_dir_all(node.path().join("id")).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), png);
+        let missing = node.path().join("gone.png");
+        let temp = temp_path(&path);
+        assert!(link_synced(&missing, &temp).is_err());
+        assert!(!temp.exists());
     }
 }

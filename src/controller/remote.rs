@@ -47,6 +47,19 @@ pub struct JobContext {
     pub watch_wait: Duration,
     /// How long a node may fail to answer before it counts as lost.
     pub loss_timeout: Duration,
+    /// The controller's own node, whose files are on this machine.
+    pub local_renders: Option<LocalRenders>,
+}
+
+/// Where the controller's own node keeps its renders: its frames' files are
+/// taken from there by hard link (no copy, no HTTP) when the output folder
+/// is on the same filesystem, and over HTTP otherwise.
+#[derive(Debug, Clone)]
+pub struct LocalRenders {
+    /// The local node's API address.
+    pub uri: String,
+    /// Its renders folder: a render's files are under `DIR/ID/`.
+    pub dir: PathBuf,
 }
 
 /// A blob to send to the nodes.
@@ -589,7 +602,13 @@ impl Fetch {
                 };
                 let temp = output::temp_path(&path);
                 fetched.push((temp.clone(), path.clone()));
-                self.download(&remote, number, &temp).await?;
+                let linked = match self.local_file(&tracked.id, output) {
+                    Some(local) => link(local, temp.clone()).await,
+                    None => false,
+                };
+                if !linked {
+                    self.download(&remote, number, &temp).await?;
+                }
                 let main = output.is_empty() || output.starts_with("image/");
                 let expected = self.ctx.expected_size.filter(|_| main);
                 let (checked, shown) = (temp.clone(), path.clone());
@@ -620,6 +639,20 @@ impl Fetch {
         result
     }
 
+    /// Where `output` of render `id` is on this machine's disk, when this
+    /// task's node is the controller's own.
+    fn local_file(&self, id: &str, output: &str) -> Option<PathBuf> {
+        let local = self.ctx.local_renders.as_ref()?;
+        let plain = |path: &str| {
+            !path.is_empty()
+                && std::path::Path::new(path)
+                    .components()
+                    .all(|part| matches!(part, std::path::Component::Normal(_)))
+        };
+        (local.uri == self.uri && plain(id) && plain(output))
+            .then(|| local.dir.join(id).join(output))
+    }
+
     /// Streams one file from the node to `temp` and flushes it to disk.
     async fn download(
         &self,
@@ -646,3 +679,18 @@ impl Fetch {
 
 /// How long one of a frame's files may take to arrive.
 const DOWNLOAD_LIMIT: Duration = Duration::from_secs(300);
+
+/// Hard-links the local node's file `from` at `temp`, flushed to disk as a
+/// download is; false when that cannot be done (another filesystem, say),
+/// and the file is fetched over HTTP instead.
+async fn link(from: PathBuf, temp: PathBuf) -> bool {
+    let linked = tokio::task::spawn_blocking(move || output::link_synced(&from, &temp)).await;
+    match linked {
+        Ok(Ok(())) => true,
+        Ok(Err(err)) => {
+            tracing::debug!("cannot link the local node's file, fetching it: {err}");
+            false
+        }
+        Err(_) => false,
+    }
+}

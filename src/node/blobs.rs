@@ -108,6 +108,25 @@ where
     read_bytes
 }
 
+/// SHA-256 (lowercase hex) and size in bytes of the file at `path`, read in
+/// 1 MiB pieces. Blocking: call it on the blocking pool.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size_bytes = 0u64;
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        size_bytes += read as u64;
+        hasher.update(&buffer[..read]);
+    }
+    Ok((hex::encode(hasher.finalize()), size_bytes))
+}
+
 /// Whether `hash` is a SHA-256 in lowercase hex: the only names the store
 /// makes paths from, so no name can point outside it.
 pub fn is_valid_hash(hash: &str) -> bool {

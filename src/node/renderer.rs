@@ -228,9 +228,15 @@ async fn render(
         node.update_quiet(|renders| {
             renders.set_phase(&job.id, RenderState::Loading, blender.log())
         });
-        if let Err(err) = blender.load(&job.blend, &job.folder).await {
-            let secs = load_started.elapsed().as_secs_f64();
-            return (Some(secs), Err(load_failure(err, &job.blob)));
+        match blender.load(&job.blend, &job.folder, Some(&job.blob)).await {
+            Ok(loaded) if loaded.kept => {
+                tracing::debug!("kept the inspected scene for blob {}", job.blob);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                let secs = load_started.elapsed().as_secs_f64();
+                return (Some(secs), Err(load_failure(err, &job.blob)));
+            }
         }
         loaded_now = true;
     }

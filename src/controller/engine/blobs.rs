@@ -68,26 +68,11 @@ pub(super) async fn job_blobs(
 pub(super) async fn hash_file(path: &std::path::Path) -> Result<(String, u64), EngineError> {
     let path = path.to_path_buf();
     let error_path = path.clone();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut file = std::fs::File::open(&path)?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let read = file.read(&mut buffer)?;
-            if read == 0 {
-                break;
-            }
-            total += read as u64;
-            hasher.update(&buffer[..read]);
-        }
-        Ok((hex::encode(hasher.finalize()), total))
-    })
-    .await
-    .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())))
-    .map_err(|source| EngineError::Blend {
-        path: error_path,
-        source,
-    })
+    tokio::task::spawn_blocking(move || crate::node::blobs::hash_file(&path))
+        .await
+        .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())))
+        .map_err(|source| EngineError::Blend {
+            path: error_path,
+            source,
+        })
 }

@@ -207,6 +207,7 @@ pub(super) async fn run(
         token: config.token.clone(),
         watch_wait: config.watch_wait,
         loss_timeout: config.loss_timeout,
+        local_renders: config.local.as_ref().map(|local| local.renders()),
     });
     let (journal, mut journal_errors) = journal.spawn_writer();
     let (reports_tx, mut reports_rx) = mpsc::channel(1024);

@@ -43,6 +43,15 @@ impl LocalNode {
         &self.uri
     }
 
+    /// Where its renders are on this machine's disk, for taking their
+    /// files without HTTP.
+    pub fn renders(&self) -> remote::LocalRenders {
+        remote::LocalRenders {
+            uri: self.uri.clone(),
+            dir: self.node.renders_dir.clone(),
+        }
+    }
+
     /// Its Blender's version.
     pub fn blender_version(&self) -> &str {
         &self.node.blender_version

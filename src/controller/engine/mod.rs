@@ -31,7 +31,7 @@ use super::frames::format_frames;
 use super::inspect::SceneInfo;
 use super::journal::{FrameRecord, JobRecord, Journal, JournalWriter};
 use super::output::{OutputPlan, format_from_blender};
-use super::remote::{Blob, BlobSource, FromNode, JobContext, NodeLink, Report, ToNode};
+use super::remote::{self, Blob, BlobSource, FromNode, JobContext, NodeLink, Report, ToNode};
 use super::scheduler::{
     Decision, Event, FrameIndex, FrameState, NodeId, Scheduler, SchedulerConfig,
 };
