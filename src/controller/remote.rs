@@ -619,7 +619,11 @@ impl Fetch {
                 .map_err(|err| format!("checking frame {number} crashed: {err}"))?
                 .map_err(|err| format!("frame {number}: {err}"))?;
             }
-            let renamed = fetched.clone();
+            // The frame's own image goes in last: a frame whose image is in
+            // place has all its files, which is what a resumed job checks.
+            let main = self.ctx.output.frame_path(number);
+            let mut renamed = fetched.clone();
+            renamed.sort_by_key(|(_, path)| *path == main);
             tokio::task::spawn_blocking(move || -> Result<(), String> {
                 for (temp, path) in &renamed {
                     std::fs::rename(temp, path)
