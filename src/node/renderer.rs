@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::renders::{Finished, Job};
+use super::renders::{Finished, RenderTask};
 use super::{InspectRequest, Node};
 use crate::blender::{BlenderError, Rendered, Worker, lock};
 use crate::wire::RenderState;
@@ -118,7 +118,7 @@ pub async fn run(node: Arc<Node>) {
 /// What the renderer does next.
 enum Work {
     /// Render a frame.
-    Render(Job),
+    Render(RenderTask),
     /// Read a scene for the controller this node belongs to.
     Inspect(InspectRequest),
 }
@@ -203,7 +203,7 @@ impl From<BlenderError> for RenderFailure {
 async fn render(
     node: &Node,
     worker: &mut Option<Worker>,
-    job: &Job,
+    job: &RenderTask,
 ) -> (Option<f64>, Result<Rendered, RenderFailure>) {
     let load_started = Instant::now();
     let mut loaded_now = false;
@@ -269,7 +269,7 @@ pub const SIMULATED_SIZE: (u32, u32) = (320, 180);
 /// scale benchmarks only; it never starts Blender.
 async fn simulate(
     node: &Node,
-    job: &Job,
+    job: &RenderTask,
     per_frame: std::time::Duration,
 ) -> (Option<f64>, Result<Rendered, RenderFailure>) {
     let log = Arc::new(std::sync::Mutex::new(crate::blender::OutputLog::new()));

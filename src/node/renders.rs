@@ -48,7 +48,7 @@ pub struct JobInput {
 
 /// What the renderer needs to render one frame.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub struct RenderTask {
     /// Render id.
     pub id: String,
     /// The .blend's blob (its SHA-256).
@@ -192,7 +192,7 @@ impl Renders {
     }
 
     /// Takes the next queued render for the renderer, unless paused or busy.
-    pub fn start_next(&mut self) -> Option<Job> {
+    pub fn start_next(&mut self) -> Option<RenderTask> {
         if self.paused || self.current.is_some() {
             return None;
         }
@@ -202,7 +202,7 @@ impl Renders {
         let (blend, folder) = (folder.blend.clone(), folder.dir.clone());
         render.status.state = RenderState::Loading;
         render.status.queued_secs = Some(render.queued_at.elapsed().as_secs_f64());
-        let job = Job {
+        let task = RenderTask {
             id: id.clone(),
             blob: render.status.blob.clone(),
             blend,
@@ -213,7 +213,7 @@ impl Renders {
         };
         self.current = Some(id.clone());
         self.touch(&id);
-        Some(job)
+        Some(task)
     }
 
     /// Notes the files the render's scene reads that the node lacks.
