@@ -109,8 +109,64 @@ where
 }
 
 /// SHA-256 (lowercase hex) and size in bytes of the file at `path`, read in
-/// 1 MiB pieces. Blocking: call it on the blocking pool.
+/// 1 MiB pieces. Blocking: call it on the blocking pool. A file hashed
+/// before in this process and not changed since (same size, modification
+/// time and inode) is not read again: the controller's local node hashes
+/// the .blend while reading the scene, and the job then needs its hash.
 pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let stamp = FileStamp::of(path)?;
+    let key = std::path::absolute(path)?;
+    if let Some(known) = hashed().get(&key).filter(|(at, _)| *at == stamp) {
+        return Ok(known.1.clone());
+    }
+    let hashed_now = hash_contents(path)?;
+    let mut memo = hashed();
+    if memo.len() >= HASHES_KEPT {
+        memo.clear();
+    }
+    memo.insert(key, (stamp, hashed_now.clone()));
+    Ok(hashed_now)
+}
+
+/// Files whose hashes [`hash_file`] keeps.
+const HASHES_KEPT: usize = 1024;
+
+/// What tells a file changed: size, modification time, and the inode (a
+/// save that replaces the file makes a new one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    size_bytes: u64,
+    modified: std::time::SystemTime,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let metadata = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Ok(Self {
+            size_bytes: metadata.len(),
+            modified: metadata.modified()?,
+            inode,
+        })
+    }
+}
+
+type HashMemo = std::collections::HashMap<std::path::PathBuf, (FileStamp, (String, u64))>;
+
+fn hashed() -> std::sync::MutexGuard<'static, HashMemo> {
+    static HASHED: std::sync::OnceLock<std::sync::Mutex<HashMemo>> = std::sync::OnceLock::new();
+    HASHED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// SHA-256 and size of what the file holds now.
+fn hash_contents(path: &Path) -> std::io::Result<(String, u64)> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
@@ -463,6 +519,31 @@ impl BlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_hashed_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scene.blend");
+        std::fs::write(&path, b"first").unwrap();
+        let first = hash_file(&path).unwrap();
+        assert_eq!(first, (hex::encode(Sha256::digest(b"first")), 5));
+        assert_eq!(
+            hash_file(&path).unwrap(),
+            first,
+            "the same file, the same hash"
+        );
+        // Saved again the way Blender saves: a new file renamed over it.
+        let temp = dir.path().join("scene.blend@");
+        std::fs::write(&temp, b"other").unwrap();
+        std::fs::rename(&temp, &path).unwrap();
+        assert_eq!(
+            hash_file(&path).unwrap(),
+            (hex::encode(Sha256::digest(b"other")), 5)
+        );
+        // Written in place with a longer content.
+        std::fs::write(&path, b"longer content").unwrap();
+        assert_eq!(hash_file(&path).unwrap().1, 14);
+    }
 
     fn sha(bytes: &[u8]) -> String {
         hex::encode(Sha256::digest(bytes))
