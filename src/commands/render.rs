@@ -223,6 +223,18 @@ impl TerminalSteps {
         }
     }
 
+    /// Takes the step's bar off the terminal.
+    fn clear_bar(&self) {
+        if let Some(bar) = self
+            .bar
+            .lock()
+            .unwrap_or_else(|err| err.into_inner())
+            .take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+
     fn event_name(step: Step) -> &'static str {
         match step {
             Step::Bake => "baking",
@@ -263,14 +275,7 @@ impl Steps for TerminalSteps {
     }
 
     fn finished(&self, step: Step, path: &std::path::Path, secs: f64) {
-        if let Some(bar) = self
-            .bar
-            .lock()
-            .unwrap_or_else(|err| err.into_inner())
-            .take()
-        {
-            bar.finish_and_clear();
-        }
+        self.clear_bar();
         let event = match step {
             Step::Bake => "baked",
             Step::Encode => "encoded",
@@ -288,14 +293,7 @@ impl Steps for TerminalSteps {
 
 impl Drop for TerminalSteps {
     fn drop(&mut self) {
-        if let Some(bar) = self
-            .bar
-            .lock()
-            .unwrap_or_else(|err| err.into_inner())
-            .take()
-        {
-            bar.finish_and_clear();
-        }
+        self.clear_bar();
     }
 }
 
