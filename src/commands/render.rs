@@ -145,7 +145,7 @@ async fn render(args: &RenderArgs, blender_path: &std::path::Path, pool: &Pool) 
             scene.frame_end
         );
     }
-    let mut spec = JobSpec::for_scene(
+    let spec = JobSpec::for_scene(
         &scene,
         JobChoices {
             frames,
@@ -160,7 +160,6 @@ async fn render(args: &RenderArgs, blender_path: &std::path::Path, pool: &Pool) 
         },
     )
     .map_err(anyhow::Error::msg)?;
-    spec.node_check = Some(inspect::node_check(&args.file)?);
     let config = pool.engine_config(SchedulerConfig {
         max_attempts: args.farm.retries.max(1),
         ..SchedulerConfig::default()

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::engine::{self, EngineConfig, EngineHandle, JobSpec, JobSummary, Outcome};
-use super::{bake, movie};
+use super::{bake, inspect, movie};
 
 /// A step around the job, done by this machine's Blender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,8 @@ impl Ended {
 }
 
 impl Session {
-    /// Runs the job: the bake when asked, then the engine, whose handle
+    /// Runs the job: the nodes' check against the file's version, the bake
+    /// when asked, then the engine, whose handle
     /// `drive` takes (showing its events) until it hands back the summary,
     /// then the movie. `notify` is the engine's wake-up (see
     /// [`engine::start`]). An error means the job could not run at all.
@@ -99,6 +100,9 @@ impl Session {
         F: FnOnce(EngineHandle) -> Fut,
         Fut: Future<Output = Result<JobSummary, String>>,
     {
+        // Each node is checked against the file's version as it joins.
+        let check = inspect::node_check(&self.spec.blend).map_err(|err| err.to_string())?;
+        self.spec.node_check = Some(check);
         if self.bake {
             let blender = self
                 .blender

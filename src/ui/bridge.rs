@@ -517,14 +517,13 @@ impl JobEnd {
 /// where the job's commands go (they wait while the simulations bake).
 /// `end` runs when the job is over.
 fn start_job(
-    mut spec: JobSpec,
+    spec: JobSpec,
     bake: bool,
     engine_config: EngineConfig,
     blender: Option<PathBuf>,
     out: Out,
     end: JobEnd,
 ) -> mpsc::Sender<EngineCommand> {
-    spec.node_check = inspect::node_check(&spec.blend).ok();
     let (commands, commands_rx) = mpsc::channel::<EngineCommand>(64);
     tokio::spawn(async move {
         let session = Session {

@@ -122,8 +122,8 @@ impl JobSpec {
     /// The job that renders `scene` as `choices` say. Only choices that
     /// differ from the scene's own settings become overrides; a scene whose
     /// frames depend on the ones before renders in order. The file's
-    /// compatibility with each node is not checked here (see
-    /// [`inspect::node_check`](super::inspect::node_check)).
+    /// compatibility with each node is added when the job runs (see
+    /// [`Session::run`](super::session::Session::run)).
     pub fn for_scene(scene: &SceneInfo, choices: JobChoices) -> Result<Self, String> {
         if choices.frames.is_empty() {
             return Err("the frame list names no frame".into());
