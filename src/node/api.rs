@@ -18,7 +18,8 @@ use subtle::ConstantTimeEq;
 
 use super::Node;
 use super::blobs::{self, BlobError, PutOutcome, is_valid_hash};
-use super::renders::JobInput;
+use super::renderer;
+use super::renders::{FinishedFiles, JobInput};
 use crate::wire::{
     ErrorBody, Manifest, NodeInfo, RenderChanges, RenderCreated, RenderRequest, RenderStatus,
 };
@@ -404,15 +405,18 @@ async fn render_image(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (image, _) = finished_files(&node, &id)?;
-    send_file(&image).await
+    let files = finished_files(&node, &id)?;
+    send_file(&files.image).await
 }
 
 async fn render_thumbnail(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (_, thumbnail) = finished_files(&node, &id)?;
+    let files = finished_files(&node, &id)?;
+    let thumbnail = renderer::thumbnail_file(files)
+        .await
+        .map_err(ApiError::Internal)?;
     send_file(&thumbnail).await
 }
 
@@ -430,7 +434,7 @@ async fn render_output(
     send_file(&file).await
 }
 
-fn finished_files(node: &Node, id: &str) -> ApiResult<(std::path::PathBuf, std::path::PathBuf)> {
+fn finished_files(node: &Node, id: &str) -> ApiResult<FinishedFiles> {
     checked_id(id)?;
     let renders = node.renders();
     let status = renders.status(id).ok_or_else(|| unknown_render(id))?;

@@ -12,6 +12,7 @@ pub mod http;
 pub mod instance;
 pub mod jobs;
 pub mod launch;
+pub mod render_dirs;
 pub mod renderer;
 pub mod renders;
 
@@ -96,8 +97,8 @@ pub struct Node {
     pub access: AccessList,
     /// Shared secret, if set.
     pub token: Option<String>,
-    /// Folder of rendered frames.
-    pub renders_dir: PathBuf,
+    /// The renders' folders.
+    pub render_dirs: render_dirs::RenderDirs,
     /// Where jobs' files are laid out for Blender.
     pub jobs: jobs::JobFolders,
     /// The simulated renderer's time per frame, when simulating.
@@ -134,11 +135,8 @@ impl Node {
         let id = load_or_create_id(&work_dir.join("node-id")).map_err(io(work_dir))?;
         let blobs = blobs::BlobStore::open(&work_dir.join("blobs"), config.cache_size_bytes)?;
         let renders_dir = work_dir.join("renders");
-        // Frames of an earlier run belong to render ids nobody can ask for.
-        if renders_dir.exists() {
-            std::fs::remove_dir_all(&renders_dir).map_err(io(&renders_dir))?;
-        }
-        std::fs::create_dir_all(&renders_dir).map_err(io(&renders_dir))?;
+        let render_dirs =
+            render_dirs::RenderDirs::open(renders_dir.clone()).map_err(io(&renders_dir))?;
         let jobs_dir = work_dir.join("jobs");
         let jobs = jobs::JobFolders::open(jobs_dir.clone()).map_err(io(&jobs_dir))?;
         let (state, _) = watch::channel(NodeState::Idle);
@@ -151,7 +149,7 @@ impl Node {
             blobs,
             access: AccessList::new(config.allow),
             token: config.token,
-            renders_dir,
+            render_dirs,
             jobs,
             simulate: config.simulate,
             started: Instant::now(),

@@ -1,12 +1,13 @@
 //! The node's renderer: takes queued renders one after another, keeps one
 //! Blender loaded between them, and checks every image before calling a
-//! frame done. Checking (decode, size, thumbnail) runs beside the next
-//! frame's render, so Blender never waits for it.
+//! frame done. Checking (decode, size) runs beside the next frame's render,
+//! so Blender never waits for it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::renders::{Finished, RenderTask};
+use super::renders::{Finished, FinishedFiles, RenderTask};
 use super::{InspectRequest, Node};
 use crate::blender::{BlenderError, Rendered, Worker, lock};
 use crate::wire::RenderState;
@@ -201,7 +202,7 @@ impl From<BlenderError> for RenderFailure {
 /// one, and renders the frame. Returns the seconds spent starting and
 /// loading (when it had to) and the result.
 async fn render(
-    node: &Node,
+    node: &Arc<Node>,
     worker: &mut Option<Worker>,
     job: &RenderTask,
 ) -> (Option<f64>, Result<Rendered, RenderFailure>) {
@@ -246,11 +247,10 @@ async fn render(
         renders.set_missing(&job.id, missing);
         renders.set_phase(&job.id, RenderState::Rendering, blender.log());
     });
-    let dir = node.renders_dir.join(&job.id);
-    if let Err(err) = tokio::fs::create_dir_all(&dir).await {
-        let message = format!("cannot create {}: {err}", dir.display());
-        return (load_secs, Err(RenderFailure::Node(message)));
-    }
+    let dir = match create_dir(node, &job.id).await {
+        Ok(dir) => dir,
+        Err(failure) => return (load_secs, Err(failure)),
+    };
     let result = blender.render(job.frame, &dir, &job.overrides).await;
     let prep_secs = lock(&blender.log()).prep_secs();
     let result = result.map(|rendered| Rendered {
@@ -268,7 +268,7 @@ pub const SIMULATED_SIZE: (u32, u32) = (320, 180);
 /// requested percentage and answers `per_frame` after it began. For scheduler tests and
 /// scale benchmarks only; it never starts Blender.
 async fn simulate(
-    node: &Node,
+    node: &Arc<Node>,
     job: &RenderTask,
     per_frame: std::time::Duration,
 ) -> (Option<f64>, Result<Rendered, RenderFailure>) {
@@ -279,15 +279,16 @@ async fn simulate(
     let percent = job.overrides.resolution_percent.unwrap_or(100);
     let width = (SIMULATED_SIZE.0 * percent / 100).max(1);
     let height = (SIMULATED_SIZE.1 * percent / 100).max(1);
-    let dir = node.renders_dir.join(&job.id);
+    let dir = match create_dir(node, &job.id).await {
+        Ok(dir) => dir,
+        Err(failure) => return (None, Err(failure)),
+    };
     let name = format!("frame_{:04}.png", job.frame);
     let path = dir.join("image").join(&name);
     let shade = u8::try_from(job.frame.rem_euclid(256)).unwrap_or(0);
     let written = tokio::task::spawn_blocking({
         let path = path.clone();
         move || -> Result<(), String> {
-            std::fs::create_dir_all(path.parent().unwrap_or(&dir))
-                .map_err(|err| err.to_string())?;
             image::RgbImage::from_pixel(width, height, image::Rgb([shade, 96, 160]))
                 .save(&path)
                 .map_err(|err| err.to_string())
@@ -298,7 +299,7 @@ async fn simulate(
     tokio::time::sleep_until(started + per_frame).await;
     let result = written.map_err(RenderFailure::Node).map(|()| Rendered {
         frame: job.frame,
-        dir: node.renders_dir.join(&job.id),
+        dir: dir.clone(),
         outputs: vec![format!("image/{name}")],
         preview: path,
         notes: Vec::new(),
@@ -319,8 +320,9 @@ fn load_failure(err: BlenderError, blob: &str) -> RenderFailure {
     }
 }
 
-/// Decodes the image Blender wrote, checks its size and makes the thumbnail,
-/// off the async threads; then marks the render done or failed.
+/// Decodes the image Blender wrote, checks its size and shrinks it for a
+/// window on the node, off the async threads; then marks the render done or
+/// failed.
 async fn check_image(node: Arc<Node>, id: String, rendered: Rendered) {
     let frame = rendered.frame;
     let checked = tokio::task::spawn_blocking(move || verify(&rendered))
@@ -359,31 +361,128 @@ fn verify(rendered: &Rendered) -> Result<Finished, String> {
             path.display()
         ));
     }
-    let thumbnail = rendered.dir.join("thumbnail.png");
-    let preview = image.thumbnail(THUMBNAIL_PX, THUMBNAIL_PX).to_rgb8();
-    preview
-        .save(&thumbnail)
-        .map_err(|err| format!("cannot write thumbnail {}: {err}", thumbnail.display()))?;
     Ok(Finished {
         image: rendered.dir.join(main),
         dir: rendered.dir.clone(),
         outputs: rendered.outputs.clone(),
         notes: rendered.notes.clone(),
         prep_secs: rendered.prep_secs,
-        thumbnail,
+        preview: rendered.preview.clone(),
         width,
         height,
-        preview: Arc::new(preview),
+        thumbnail: Arc::new(shrink(&image)),
     })
 }
 
+/// `image` made to fit in [`THUMBNAIL_PX`] square, never larger than it is.
+fn shrink(image: &image::DynamicImage) -> image::RgbImage {
+    if image.width() <= THUMBNAIL_PX && image.height() <= THUMBNAIL_PX {
+        image.to_rgb8()
+    } else {
+        image.thumbnail(THUMBNAIL_PX, THUMBNAIL_PX).to_rgb8()
+    }
+}
+
+/// The thumbnail of a done render as a PNG in its folder, made from its
+/// preview image the first time it is asked for (most never are: the
+/// controller makes its own from the frames it fetches).
+pub async fn thumbnail_file(files: FinishedFiles) -> Result<PathBuf, String> {
+    let path = files.dir.join("thumbnail.png");
+    if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Ok(path);
+    }
+    tokio::task::spawn_blocking(move || {
+        let source = &files.preview;
+        let image = image::ImageReader::open(source)
+            .and_then(|reader| reader.with_guessed_format())
+            .map_err(|err| format!("cannot read {}: {err}", source.display()))?
+            .decode()
+            .map_err(|err| format!("cannot decode {}: {err}", source.display()))?;
+        // Written beside and renamed, so a second request at the same time
+        // never sends half a file.
+        let temp = files
+            .dir
+            .join(format!("thumbnail.{}.png.part", uuid::Uuid::new_v4()));
+        shrink(&image)
+            .save_with_format(&temp, image::ImageFormat::Png)
+            .and_then(|()| std::fs::rename(&temp, &path).map_err(Into::into))
+            .map_err(|err| {
+                let _ = std::fs::remove_file(&temp);
+                format!("cannot write thumbnail {}: {err}", path.display())
+            })?;
+        Ok(path)
+    })
+    .await
+    .unwrap_or_else(|err| Err(format!("making a thumbnail crashed: {err}")))
+}
+
 async fn remove_dirs(node: Arc<Node>, forgotten: Vec<String>) {
-    for id in forgotten {
-        let dir = node.renders_dir.join(&id);
-        if let Err(err) = tokio::fs::remove_dir_all(&dir).await
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!("cannot remove {}: {err}", dir.display());
+    let removed = tokio::task::spawn_blocking(move || {
+        for id in forgotten {
+            if let Err(err) = node.render_dirs.recycle(&id) {
+                tracing::warn!(
+                    "cannot remove {}: {err}",
+                    node.render_dirs.path(&id).display()
+                );
+            }
         }
+    })
+    .await;
+    if let Err(err) = removed {
+        tracing::warn!("removing renders' folders crashed: {err}");
+    }
+}
+
+/// The folder of render `id`, made for it (or a spare one given to it).
+async fn create_dir(node: &Arc<Node>, id: &str) -> Result<PathBuf, RenderFailure> {
+    let path = node.render_dirs.path(id);
+    let made = tokio::task::spawn_blocking({
+        let node = Arc::clone(node);
+        let id = id.to_string();
+        move || node.render_dirs.create(&id)
+    })
+    .await
+    .unwrap_or_else(|err| Err(std::io::Error::other(err)));
+    made.map_err(|err| RenderFailure::Node(format!("cannot create {}: {err}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files_with_frame(dir: &std::path::Path, width: u32, height: u32) -> FinishedFiles {
+        let image = dir.join("image/frame_0001.png");
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        image::RgbImage::from_pixel(width, height, image::Rgb([200, 10, 10]))
+            .save(&image)
+            .unwrap();
+        FinishedFiles {
+            image: image.clone(),
+            dir: dir.to_path_buf(),
+            preview: image,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thumbnail_is_made_once_when_asked_and_never_larger_than_the_frame() {
+        let big = tempfile::tempdir().unwrap();
+        let path = thumbnail_file(files_with_frame(big.path(), 1920, 1080))
+            .await
+            .unwrap();
+        assert_eq!(path, big.path().join("thumbnail.png"));
+        let thumbnail = image::open(&path).unwrap();
+        assert_eq!((thumbnail.width(), thumbnail.height()), (256, 144));
+        let made = std::fs::metadata(&path).unwrap().modified().unwrap();
+        thumbnail_file(files_with_frame(big.path(), 1920, 1080))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), made);
+
+        let small = tempfile::tempdir().unwrap();
+        let path = thumbnail_file(files_with_frame(small.path(), 96, 54))
+            .await
+            .unwrap();
+        let thumbnail = image::open(&path).unwrap();
+        assert_eq!((thumbnail.width(), thumbnail.height()), (96, 54));
     }
 }

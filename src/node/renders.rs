@@ -32,7 +32,8 @@ struct Render {
     cancel: CancellationToken,
     image: Option<PathBuf>,
     dir: Option<PathBuf>,
-    thumbnail: Option<PathBuf>,
+    /// The image its thumbnail is made from, when asked for.
+    preview: Option<PathBuf>,
     log: Option<Arc<Mutex<OutputLog>>>,
 }
 
@@ -78,14 +79,26 @@ pub struct Finished {
     pub notes: Vec<String>,
     /// Seconds before the first sample.
     pub prep_secs: Option<f64>,
-    /// Its thumbnail.
-    pub thumbnail: PathBuf,
+    /// The image herd decodes for its thumbnail: the frame itself when it
+    /// is a PNG or JPEG, else Blender's 8-bit copy of the result.
+    pub preview: PathBuf,
     /// Width in pixels.
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
     /// The thumbnail's pixels, for a window on the node.
-    pub preview: Arc<image::RgbImage>,
+    pub thumbnail: Arc<image::RgbImage>,
+}
+
+/// Where a done render's files are.
+#[derive(Debug, Clone)]
+pub struct FinishedFiles {
+    /// The frame's own image.
+    pub image: PathBuf,
+    /// The render's folder.
+    pub dir: PathBuf,
+    /// The image its thumbnail is made from.
+    pub preview: PathBuf,
 }
 
 /// All renders of this node.
@@ -153,7 +166,7 @@ impl Renders {
                 cancel: shutdown.child_token(),
                 image: None,
                 dir: None,
-                thumbnail: None,
+                preview: None,
                 log: None,
                 changed: 0,
             },
@@ -287,9 +300,9 @@ impl Renders {
                 render.status.prep_secs = finished.prep_secs;
                 render.image = Some(finished.image);
                 render.dir = Some(finished.dir);
-                render.thumbnail = Some(finished.thumbnail);
+                render.preview = Some(finished.preview);
                 self.frames_rendered += 1;
-                self.last_preview = Some((render.status.frame, finished.preview));
+                self.last_preview = Some((render.status.frame, finished.thumbnail));
             }
             Err(error) => {
                 render.status.state = RenderState::Failed;
@@ -363,9 +376,13 @@ impl Renders {
     }
 
     /// The finished image of a render, if it is done.
-    pub fn image(&self, id: &str) -> Option<(PathBuf, PathBuf)> {
+    pub fn image(&self, id: &str) -> Option<FinishedFiles> {
         let render = self.map.get(id)?;
-        Some((render.image.clone()?, render.thumbnail.clone()?))
+        Some(FinishedFiles {
+            image: render.image.clone()?,
+            dir: render.dir.clone()?,
+            preview: render.preview.clone()?,
+        })
     }
 
     /// One of a done render's outputs (as listed in its status), by its

@@ -48,7 +48,7 @@ impl LocalNode {
     pub fn renders(&self) -> remote::LocalRenders {
         remote::LocalRenders {
             uri: self.uri.clone(),
-            dir: self.node.renders_dir.clone(),
+            dir: self.node.render_dirs.root().to_path_buf(),
         }
     }
 
