@@ -310,25 +310,45 @@ def load(command):
 WARM_NOTE = []
 
 
+# When memory was last read, and why it did not allow a warm scene (None:
+# it did): cheap frames do not read it again before every one.
+MEMORY_CHECKED = {"at": None, "refusal": None}
+MEMORY_CHECK_SECS = 1.0
+
+
 def memory_allows_warm_scene():
     """Whether the machine has room to keep the scene warm: the memory still
     available (and under HERD_MEMORY_BUDGET_BYTES, when the node sets one)
-    must be at least what Blender holds now."""
+    must be at least what Blender holds now. Read at most every
+    MEMORY_CHECK_SECS."""
+    now = time.monotonic()
+    last = MEMORY_CHECKED["at"]
+    if last is None or now - last >= MEMORY_CHECK_SECS:
+        MEMORY_CHECKED["at"] = now
+        MEMORY_CHECKED["refusal"] = memory_refusal()
+    refusal = MEMORY_CHECKED["refusal"]
+    if refusal is None:
+        return True
+    WARM_NOTE[:] = [refusal]
+    return False
+
+
+def memory_refusal():
+    """Why memory does not allow a warm scene now; None when it does."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             held = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             free = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
     except (OSError, StopIteration, ValueError):
-        return True
+        return None
     budget = os.environ.get("HERD_MEMORY_BUDGET_BYTES")
     if budget:
         free = min(free, max(int(budget) - held, 0))
     if free >= held:
-        return True
-    WARM_NOTE[:] = [f"the scene was not kept warm between frames (persistent data off): Blender holds "
-                    f"{held >> 20} MiB and only {free >> 20} MiB more are available"]
-    return False
+        return None
+    return (f"the scene was not kept warm between frames (persistent data off): Blender holds "
+            f"{held >> 20} MiB and only {free >> 20} MiB more are available")
 
 
 # The frame each scene was last stepped to (frames rendered in order).
@@ -376,7 +396,11 @@ def render(command):
     frame = int(command["frame"])
     if (command.get("overrides") or {}).get("step_frames"):
         step_to(scene, frame)
-    scene.frame_set(frame)
+        scene.frame_set(frame)
+    else:
+        # As Blender's own -f: the frame is set, and the render evaluates
+        # it (an evaluation here would run the frame handlers twice).
+        scene.frame_current = frame
     render = scene.render
     out = command["dir"]
     notes = list(WARM_NOTE)
