@@ -414,7 +414,11 @@ impl Worker {
         hard_limit: Option<Duration>,
     ) -> Result<WorkerAnswer, BlenderError> {
         let started = Instant::now();
-        let mut watchdog = tokio::time::interval(Duration::from_millis(500));
+        // The first look after one period: a frame shorter than that is
+        // never watched (reading /proc costs more than such a frame's
+        // Python work).
+        let period = Duration::from_millis(500);
+        let mut watchdog = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tokio::select! {
                 line = self.answers.next_line() => {
