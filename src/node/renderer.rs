@@ -347,11 +347,7 @@ fn verify(rendered: &Rendered) -> Result<Finished, String> {
     // scene's format (the frame itself when it is a PNG or JPEG): the
     // frame's own files go back as Blender wrote them.
     let path = &rendered.preview;
-    let image = image::ImageReader::open(path)
-        .and_then(|reader| reader.with_guessed_format())
-        .map_err(|err| format!("Blender's image {} cannot be read: {err}", path.display()))?
-        .decode()
-        .map_err(|err| format!("Blender's image {} does not decode: {err}", path.display()))?;
+    let image = decode(path).map_err(|err| format!("Blender's image {err}"))?;
     let (width, height) = (image.width(), image.height());
     if let (Some(expected_w), Some(expected_h)) = (rendered.width, rendered.height)
         && (expected_w, expected_h) != (width, height)
@@ -374,6 +370,16 @@ fn verify(rendered: &Rendered) -> Result<Finished, String> {
     })
 }
 
+/// The image at `path`, its format guessed from its bytes; the error says
+/// what went wrong after the path ("… cannot be read: …").
+fn decode(path: &std::path::Path) -> Result<image::DynamicImage, String> {
+    image::ImageReader::open(path)
+        .and_then(|reader| reader.with_guessed_format())
+        .map_err(|err| format!("{} cannot be read: {err}", path.display()))?
+        .decode()
+        .map_err(|err| format!("{} does not decode: {err}", path.display()))
+}
+
 /// `image` made to fit in [`THUMBNAIL_PX`] square, never larger than it is.
 fn shrink(image: &image::DynamicImage) -> image::RgbImage {
     if image.width() <= THUMBNAIL_PX && image.height() <= THUMBNAIL_PX {
@@ -392,12 +398,7 @@ pub async fn thumbnail_file(files: FinishedFiles) -> Result<PathBuf, String> {
         return Ok(path);
     }
     tokio::task::spawn_blocking(move || {
-        let source = &files.preview;
-        let image = image::ImageReader::open(source)
-            .and_then(|reader| reader.with_guessed_format())
-            .map_err(|err| format!("cannot read {}: {err}", source.display()))?
-            .decode()
-            .map_err(|err| format!("cannot decode {}: {err}", source.display()))?;
+        let image = decode(&files.preview).map_err(|err| format!("the frame's preview {err}"))?;
         // Written beside and renamed, so a second request at the same time
         // never sends half a file.
         let temp = files
