@@ -329,13 +329,7 @@ async fn watch(
 
 impl Task {
     async fn report(&self, report: Report) {
-        let _ = self
-            .reports
-            .send(FromNode {
-                node: self.node,
-                report,
-            })
-            .await;
+        send_report(&self.reports, self.node, report).await;
     }
 
     async fn lost(&mut self, reason: String) {
@@ -548,6 +542,11 @@ impl Task {
     }
 }
 
+/// Tells the engine what `node`'s task saw (nothing, when the job is over).
+async fn send_report(reports: &mpsc::Sender<FromNode>, node: NodeId, report: Report) {
+    let _ = reports.send(FromNode { node, report }).await;
+}
+
 /// Fetching one frame's image, beside the node's watching.
 struct Fetch {
     ctx: Arc<JobContext>,
@@ -563,13 +562,7 @@ impl Fetch {
             Ok(()) => Report::Done(frame),
             Err(error) => Report::Failed(frame, error),
         };
-        let _ = self
-            .reports
-            .send(FromNode {
-                node: self.node,
-                report,
-            })
-            .await;
+        send_report(&self.reports, self.node, report).await;
         // Free the node's copy; it is in the output folder now (or useless).
         let _ = self.api.delete_render(&tracked.id).await;
     }
