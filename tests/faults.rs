@@ -72,26 +72,7 @@ fn a_node_with_a_full_disk_is_left_out_and_the_others_render_needs_root() {
         return;
     }
     // A 64 KiB disk: the node starts, but the 96 KiB demo scene cannot fit.
-    let tiny = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=64k",
-            "herd-test",
-            tiny.path().to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount tmpfs");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(tiny.path());
+    let tiny = TinyDisk::mount();
     let work_dir = tempfile::tempdir_in(tiny.path()).unwrap();
     let full = NodeProcess::start_in(
         work_dir,
@@ -121,4 +102,68 @@ fn a_node_with_a_full_disk_is_left_out_and_the_others_render_needs_root() {
     // The node is still up and says what it is.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(runtime.block_on(full.info())["name"], "full");
+}
+
+/// A node whose disk fills part way through an upload answers the sender
+/// with why, on the same connection, however much the sender still had to
+/// send: a plain client (no `Expect: 100-continue`) sends the whole body at
+/// once, and a node that answered without reading the rest would break its
+/// pipe and leave it with no reason.
+#[test]
+fn a_full_disk_is_answered_not_cut_off_needs_root() {
+    if !common::root_or_skip("a_full_disk_is_answered_not_cut_off") {
+        return;
+    }
+    let tiny = TinyDisk::mount();
+    let node = NodeProcess::start_in(
+        tempfile::tempdir_in(tiny.path()).unwrap(),
+        0,
+        &["--name", "full", "--cache-size", "1GiB"],
+        &[],
+    );
+    let host = node.url.trim_start_matches("http://").to_string();
+    // 8 MB: far more than the disk and the socket buffers hold.
+    let body: Vec<u8> = (0..8 << 20).map(|n: u32| (n % 251) as u8).collect();
+    let hash = common::sha256(&body);
+    let mut stream = std::net::TcpStream::connect(&host).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let (status, answer) = common::put_raw(&mut stream, &host, &hash, &body);
+    assert_eq!(status, "HTTP/1.1 507 Insufficient Storage", "{answer}");
+    assert!(answer.contains("disk is full"), "{answer}");
+    // The connection still serves.
+    let (status, _) = common::put_raw(&mut stream, &host, &hash, &body);
+    assert_eq!(status, "HTTP/1.1 507 Insufficient Storage");
+}
+
+/// A 64 KiB tmpfs, mounted for as long as this lives (root only).
+struct TinyDisk {
+    dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "herd-test"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount tmpfs");
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
 }

@@ -365,40 +365,6 @@ async fn scripts_in_a_blend_run_only_with_allow_scripts() {
     );
 }
 
-/// Sends one `PUT` of `body` on `stream` the way a plain client does (no
-/// `Expect: 100-continue`: the whole body goes at once) and returns the
-/// status line of the answer.
-fn put_raw(stream: &mut std::net::TcpStream, host: &str, hash: &str, body: &[u8]) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let head = format!(
-        "PUT /api/v1/blobs/{hash} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    for chunk in body.chunks(64 * 1024) {
-        stream
-            .write_all(chunk)
-            .unwrap_or_else(|err| panic!("the node broke the upload: {err}"));
-    }
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = value.trim().parse().unwrap();
-        }
-    }
-    let mut rest = vec![0; length];
-    reader.read_exact(&mut rest).unwrap();
-    status.trim_end().to_string()
-}
-
 #[tokio::test]
 async fn a_blob_sent_again_without_expect_is_answered_not_cut_off() {
     let node = NodeProcess::start(&[]);
@@ -412,13 +378,13 @@ async fn a_blob_sent_again_without_expect_is_answered_not_cut_off() {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let first = put_raw(&mut stream, &host, &hash, &body);
-        let again = put_raw(&mut stream, &host, &hash, &body);
+        let first = common::put_raw(&mut stream, &host, &hash, &body).0;
+        let again = common::put_raw(&mut stream, &host, &hash, &body).0;
         // The same connection still serves: the body was read to its end.
-        let third = put_raw(&mut stream, &host, &hash, &body);
+        let third = common::put_raw(&mut stream, &host, &hash, &body).0;
         // A new connection sends it again, too.
         let mut other = std::net::TcpStream::connect(&host).unwrap();
-        let fresh = put_raw(&mut other, &host, &hash, &body);
+        let fresh = common::put_raw(&mut other, &host, &hash, &body).0;
         // A client that asks first is told at once and sends nothing.
         let mut asking = std::net::TcpStream::connect(&host).unwrap();
         asking

@@ -210,28 +210,26 @@ async fn put_blob(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
+    // A client still sending when the answer is ready gets a broken pipe
+    // instead of the answer, and loses its connection: what it sends is
+    // read to the end first (no further than the cache could hold).
+    let limit = declared.map_or(node.blobs.capacity_bytes(), |declared| {
+        declared.min(node.blobs.capacity_bytes())
+    });
+    let mut body = body.into_data_stream();
     if node.blobs.contains(&hash) {
         // A client that sent `Expect: 100-continue` waits for a go-ahead
         // that does not come: it reads this answer and sends nothing. Any
-        // other is sending the body now: read it to the end (no further
-        // than the cache could hold), so it reads the answer instead of a
-        // broken pipe and keeps its connection.
+        // other is sending the body now.
         let expects_continue = headers
             .get(header::EXPECT)
             .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         if !expects_continue {
-            let limit = declared.map_or(node.blobs.capacity_bytes(), |declared| {
-                declared.min(node.blobs.capacity_bytes())
-            });
-            blobs::discard(body.into_data_stream(), limit).await;
+            blobs::discard(body, limit).await;
         }
         return Ok(StatusCode::OK);
     }
-    match node
-        .blobs
-        .put(&hash, declared, body.into_data_stream())
-        .await
-    {
+    match node.blobs.put(&hash, declared, &mut body).await {
         Ok(PutOutcome::Stored) => {
             tracing::info!("stored blob {hash}");
             Ok(StatusCode::CREATED)
@@ -239,6 +237,14 @@ async fn put_blob(
         Ok(PutOutcome::AlreadyPresent) => Ok(StatusCode::OK),
         Err(err) => {
             tracing::warn!("upload of {hash} refused: {err}");
+            // Refused part way (a full disk, say): the rest is still coming.
+            // A declared size over the cache was refused before any of it
+            // was read, and a stalled or broken upload sends no more.
+            let part_way = matches!(err, BlobError::DiskFull { .. } | BlobError::Io { .. })
+                || matches!(err, BlobError::TooLarge { .. } if declared.is_none_or(|bytes| bytes <= limit));
+            if part_way {
+                blobs::discard(body, limit).await;
+            }
             Err(err.into())
         }
     }

@@ -508,3 +508,45 @@ pub fn corpus(test: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// Sends one `PUT` of `body` on `stream` the way a plain client does (no
+/// `Expect: 100-continue`: the whole body goes at once) and returns the
+/// status line and the body of the answer.
+pub fn put_raw(
+    stream: &mut std::net::TcpStream,
+    host: &str,
+    hash: &str,
+    body: &[u8],
+) -> (String, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let head = format!(
+        "PUT /api/v1/blobs/{hash} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    for chunk in body.chunks(64 * 1024) {
+        stream
+            .write_all(chunk)
+            .unwrap_or_else(|err| panic!("the node broke the upload: {err}"));
+    }
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut rest = vec![0; length];
+    reader.read_exact(&mut rest).unwrap();
+    (
+        status.trim_end().to_string(),
+        String::from_utf8_lossy(&rest).into_owned(),
+    )
+}
