@@ -129,6 +129,10 @@ pub struct NodeInfo {
     /// Bytes of files uploaded to it and kept since it started.
     #[serde(default)]
     pub blob_bytes_received: u64,
+    /// Bound of its file cache in bytes (`--cache-size`): a job's files
+    /// must fit in it together. Absent from older nodes.
+    #[serde(default)]
+    pub cache_bytes: Option<u64>,
 }
 
 /// The frame a node is working on.

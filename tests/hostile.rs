@@ -232,6 +232,7 @@ fn fake_info() -> NodeInfo {
         frames_rendered: 0,
         uptime_secs: 1.0,
         blob_bytes_received: 0,
+        cache_bytes: None,
     }
 }
 

@@ -96,6 +96,28 @@ impl BlobSource {
 const UPLOADS_IN_FLIGHT: usize = 4;
 
 impl JobContext {
+    /// Why a node whose file cache holds `cache_bytes` cannot take this
+    /// job: a file larger than the cache is refused, and the job's files
+    /// are kept together while its frames render.
+    pub fn too_big_for(&self, cache_bytes: u64) -> Option<String> {
+        let cache = bytesize::ByteSize(cache_bytes).display().iec();
+        if let Some(blob) = self.blobs.iter().find(|blob| blob.bytes > cache_bytes) {
+            return Some(format!(
+                "its file cache ({cache}) cannot hold {} ({}): start it with a larger --cache-size",
+                blob.source.describe(),
+                bytesize::ByteSize(blob.bytes).display().iec()
+            ));
+        }
+        let total: u64 = self.blobs.iter().map(|blob| blob.bytes).sum();
+        (total > cache_bytes).then(|| {
+            format!(
+                "its file cache ({cache}) cannot hold the job's {} files together ({}): start it with a larger --cache-size",
+                self.blobs.len(),
+                bytesize::ByteSize(total).display().iec()
+            )
+        })
+    }
+
     /// The API of the node at `uri`, for this job.
     fn api(&self, uri: &str) -> NodeClient {
         NodeClient::new(

@@ -333,6 +333,7 @@ mod tests {
             frames_rendered: 0,
             uptime_secs: 1.0,
             blob_bytes_received: 0,
+            cache_bytes: None,
         }
     }
 

@@ -296,6 +296,7 @@ impl Node {
             frames_rendered: renders.frames_rendered,
             uptime_secs: self.started.elapsed().as_secs_f64(),
             blob_bytes_received: self.blobs.received_bytes(),
+            cache_bytes: Some(self.blobs.capacity_bytes()),
         }
     }
 }

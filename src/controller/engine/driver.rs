@@ -350,7 +350,11 @@ impl Job {
             .spec
             .node_check
             .as_ref()
-            .and_then(|check| check(&info).err());
+            .and_then(|check| check(&info).err())
+            .or_else(|| {
+                info.cache_bytes
+                    .and_then(|bytes| self.ctx.too_big_for(bytes))
+            });
         let enabled = !self.config.left_out.contains(&confirmed.uri);
         self.by_uuid.insert(info.id.clone(), id);
         self.nodes.insert(
@@ -435,7 +439,10 @@ impl Job {
             .any(|entry| entry.link != LinkState::Refused);
         if !waiting && !usable && self.end.is_none() {
             let mut reasons = self.unusable.clone();
-            reasons.extend(self.nodes.values().filter_map(|entry| entry.error.clone()));
+            reasons.extend(self.nodes.values().filter_map(|entry| {
+                let error = entry.error.as_ref()?;
+                Some(format!("node {} ({}): {error}", entry.name, entry.uri))
+            }));
             self.end = Some(Outcome::Stuck {
                 reason: format!("no node can render this job: {}", reasons.join("; ")),
             });

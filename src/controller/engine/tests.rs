@@ -31,6 +31,8 @@ enum Seen {
     Assigned(String, i32),
     /// The engine let a node go (its commands closed).
     Released(String),
+    /// The engine began serving a node (sending it the files first).
+    Served(String),
 }
 
 struct FakeNode {
@@ -38,6 +40,8 @@ struct FakeNode {
     behaviour: Behaviour,
     render: Duration,
     reachable: bool,
+    /// The bound of its file cache it says it has.
+    cache_bytes: Option<u64>,
 }
 
 /// Scripted nodes by address.
@@ -64,6 +68,7 @@ impl FakeFarm {
                 behaviour,
                 render: Duration::from_millis(render_ms),
                 reachable: true,
+                cache_bytes: None,
             },
         );
     }
@@ -86,6 +91,12 @@ impl FakeFarm {
         self.seen.lock().unwrap().push(seen);
     }
 
+    fn limit_cache(&self, name: &str, bytes: u64) {
+        if let Some(node) = self.nodes.lock().unwrap().get_mut(&uri(name)) {
+            node.cache_bytes = Some(bytes);
+        }
+    }
+
     fn vanish(&self, uri: &str) {
         if let Some(node) = self.nodes.lock().unwrap().get_mut(uri) {
             node.reachable = false;
@@ -99,6 +110,7 @@ impl FakeFarm {
             let node = &nodes[&link.uri];
             (node.name.clone(), node.behaviour.clone(), node.render)
         };
+        self.note(Seen::Served(name.clone()));
         let report = |report| {
             let reports = link.reports.clone();
             let node = link.node;
@@ -196,6 +208,7 @@ impl Links for Arc<FakeFarm> {
                 frames_rendered: 0,
                 uptime_secs: 1.0,
                 blob_bytes_received: 0,
+                cache_bytes: node.cache_bytes,
             })
         });
         Box::pin(async move { info.ok_or_else(|| format!("{uri}: connection refused")) })
@@ -391,6 +404,27 @@ async fn a_node_refusing_the_file_is_left_out_and_says_why() {
 }
 
 #[tokio::test]
+async fn a_node_whose_cache_cannot_hold_the_file_is_left_out_before_any_upload() {
+    let farm = FakeFarm::with(&[("a", Behaviour::Renders, 5), ("b", Behaviour::Renders, 5)]);
+    // The job's .blend is 31 bytes.
+    farm.limit_cache("a", 16);
+    farm.limit_cache("b", 1 << 20);
+    let mut run = Run::start(&farm, &["a", "b"], 4);
+    run.until(frame_done).await;
+    let a = run.node("a");
+    assert_eq!(a.status, NodeStatus::Refused);
+    let why = a.error.unwrap();
+    assert!(
+        why.contains("scene.blend") && why.contains("--cache-size"),
+        "{why}"
+    );
+    let (summary, _) = run.summary().await;
+    assert_eq!(summary.outcome, Outcome::Complete);
+    assert_eq!(frames_of(&summary, "b"), 4);
+    assert!(!farm.seen().contains(&Seen::Served("a".into())));
+}
+
+#[tokio::test]
 async fn a_job_whose_only_node_refuses_stops_and_says_why() {
     let farm = FakeFarm::with(&[(
         "a",
@@ -401,7 +435,10 @@ async fn a_job_whose_only_node_refuses_stops_and_says_why() {
     let Outcome::Stuck { reason } = &summary.outcome else {
         panic!("the job is stuck, not {:?}", summary.outcome);
     };
-    assert!(reason.contains("cannot open a 5.0 file"), "{reason}");
+    assert!(
+        reason.contains("node a (http://a.test:8080): Blender 4.2 cannot open a 5.0 file"),
+        "{reason}"
+    );
     assert_eq!(summary.frames_done, 0);
 }
 
