@@ -1062,25 +1062,41 @@ fn the_controller_cannot_switch_to_a_node_while_a_job_runs() {
     assert_eq!(*started.lock().unwrap(), [Mode::Controller]);
 }
 
-#[test]
-fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
-    let dir = tempfile::tempdir().unwrap();
+/// The node's window from `launcher` (which holds its channels' other
+/// ends), its "Start at login" box writing the entry under `dir/autostart`
+/// (for `/usr/bin/herd`).
+fn node_window_with_autostart(
+    launcher: &mut ChannelLauncher,
+    dir: &Path,
+) -> Harness<'static, NodeApp> {
     let autostart =
-        herd::autostart::Autostart::at(&dir.path().join("autostart"), Path::new("/usr/bin/herd"));
-    let file = dir.path().join("autostart").join("herd-node.desktop");
-    let mut launcher = ChannelLauncher::default();
+        herd::autostart::Autostart::at(&dir.join("autostart"), Path::new("/usr/bin/herd"));
     let app = launcher.node().with_autostart(Some(autostart));
     let mut harness = Harness::builder()
         .with_size(egui::vec2(560.0, 500.0))
         .build_ui_state(|ui, app: &mut NodeApp| app.window_ui(ui), app);
     harness.run_steps(2);
-    assert!(!file.exists());
+    harness
+}
 
+/// Clicks "Start at login" and waits until the settings thread has answered.
+fn click_start_at_login(harness: &mut Harness<'static, NodeApp>) {
     harness.get_by_label("Start at login").click();
     harness.run_steps(2);
-    step_until(&mut harness, Duration::from_secs(10), |app| {
+    step_until(harness, Duration::from_secs(10), |app| {
         !app.writing_settings()
     });
+}
+
+#[test]
+fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("autostart").join("herd-node.desktop");
+    let mut launcher = ChannelLauncher::default();
+    let mut harness = node_window_with_autostart(&mut launcher, dir.path());
+    assert!(!file.exists());
+
+    click_start_at_login(&mut harness);
     assert!(harness.state().starts_at_login);
     let entry = std::fs::read_to_string(&file).unwrap();
     assert!(
@@ -1088,11 +1104,7 @@ fn the_start_at_login_box_writes_and_removes_the_autostart_entry() {
         "{entry}"
     );
 
-    harness.get_by_label("Start at login").click();
-    harness.run_steps(2);
-    step_until(&mut harness, Duration::from_secs(10), |app| {
-        !app.writing_settings()
-    });
+    click_start_at_login(&mut harness);
     assert!(!harness.state().starts_at_login);
     assert!(!file.exists());
 }
@@ -1102,20 +1114,10 @@ fn a_start_at_login_that_cannot_be_written_says_why_and_unticks_the_box() {
     let dir = tempfile::tempdir().unwrap();
     // The autostart folder is a file: no entry can be written in it.
     std::fs::write(dir.path().join("autostart"), "").unwrap();
-    let autostart =
-        herd::autostart::Autostart::at(&dir.path().join("autostart"), Path::new("/usr/bin/herd"));
     let mut launcher = ChannelLauncher::default();
-    let app = launcher.node().with_autostart(Some(autostart));
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(560.0, 500.0))
-        .build_ui_state(|ui, app: &mut NodeApp| app.window_ui(ui), app);
-    harness.run_steps(2);
+    let mut harness = node_window_with_autostart(&mut launcher, dir.path());
 
-    harness.get_by_label("Start at login").click();
-    harness.run_steps(2);
-    step_until(&mut harness, Duration::from_secs(10), |app| {
-        !app.writing_settings()
-    });
+    click_start_at_login(&mut harness);
     assert!(!harness.state().starts_at_login);
     let error = harness.state().autostart_error.clone().unwrap();
     assert!(
